@@ -1,0 +1,155 @@
+"""Destination records (DESIGN 4.4) and the internal queue message between the API and the pipeline.
+
+A destination record is one destination's view of an event, built by its redaction policy. This module
+describes the envelope every destination shares; the exact per-destination shape is published as
+``schemas/records/v1/<destination>.schema.json`` once the policies exist.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import AwareDatetime, Field, StringConstraints
+
+from .events import Box, EventBase, WireModel
+from .media import ImageContentType
+from .types import DeviceId, EventId, EventType, HealthCodeStatus, ImageRole, Label, Sha256Hex, SiteType, TownCode
+
+RECORD_SCHEMA: Final = "anfang.record.v1"
+QUEUED_SCHEMA: Final = "anfang.queued.v1"
+
+Quality = Literal["ok", "blurry", "dark", "overexposed", "no_face", "error"]
+Base64 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]*={0,2}$")]
+PolicyRef = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*@[0-9]+$")]
+
+
+class ImageAnalysis(WireModel):
+    """What the analyse function measured on one image. No identity, no demographics: boxes only."""
+
+    quality: Quality
+    sharpness: float | None = Field(default=None, description="variance of the Laplacian")
+    brightness: float | None = Field(default=None, ge=0, le=255, description="mean luma")
+    contrast: float | None = Field(default=None, ge=0, description="standard deviation of luma")
+    faces: list[Box] = Field(default_factory=list, description="face boxes in original image pixels")
+    phash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")] | None = Field(
+        default=None, description="64-bit perceptual hash, hex"
+    )
+    error: Label | None = Field(default=None, description="why analysis failed (quality is then error)")
+
+
+class Envelope(WireModel):
+    """A field encrypted for one destination: AES-256-GCM under a KMS data key.
+
+    The KMS encryption context is ``{"event_id", "field", "destination"}``, so an envelope cannot be moved
+    to another event, field or destination and still decrypt.
+    """
+
+    enc: Literal["A256GCM"] = "A256GCM"
+    kid: str = Field(min_length=1, max_length=2048, description="KMS key id or ARN that wraps the data key")
+    edk: Base64 = Field(description="the encrypted data key (KMS CiphertextBlob)")
+    iv: Base64 = Field(description="96-bit nonce")
+    ct: Base64 = Field(description="ciphertext with the 128-bit tag appended")
+    field: Label = Field(description="dotted path of the field, part of the encryption context")
+
+
+#: A redacted field: kept or transformed scalar, an encrypted envelope, or a nested object of those.
+RedactedValue = str | int | float | bool | Envelope | None
+RedactedBody = dict[str, RedactedValue | dict[str, RedactedValue]]
+
+
+class SiteView(WireModel):
+    site_id: Label | None = None
+    site_type: SiteType | None = None
+    name: Label | None = None
+
+
+class HealthCodeView(WireModel):
+    status: HealthCodeStatus
+    as_of: AwareDatetime
+    stale: bool
+
+
+class RecordImage(WireModel):
+    role: ImageRole
+    ref: str = Field(min_length=1, max_length=1024, description="object reference (claim check), never bytes")
+    sha256: Sha256Hex
+    width: int | None = Field(default=None, gt=0)
+    height: int | None = Field(default=None, gt=0)
+    analysis: ImageAnalysis | None = None
+
+
+class Redaction(WireModel):
+    policy: PolicyRef = Field(description="<policy name>@<version>")
+
+
+class DestinationRecord(WireModel):
+    """One destination's view of one event (``schema`` = ``anfang.record.v1``)."""
+
+    schema_id: Literal["anfang.record.v1"] = Field(default=RECORD_SCHEMA, alias="schema")
+    event_id: EventId
+    event_type: EventType
+    town: TownCode
+    device_id: str = Field(min_length=1, max_length=64, description="the device id, or its pseudonym")
+    site: SiteView
+    captured_at: AwareDatetime
+    received_at: AwareDatetime
+    health_code: HealthCodeView | None = None
+    face: RedactedBody | None = None
+    vehicle: RedactedBody | None = None
+    access: RedactedBody | None = None
+    person: RedactedBody | None = None
+    visitor: RedactedBody | None = None
+    alarm: RedactedBody | None = None
+    status: RedactedBody | None = None
+    images: list[RecordImage] = Field(default_factory=list)
+    redaction: Redaction
+
+    model_config = {**WireModel.model_config, "populate_by_name": True}
+
+
+# ---------------------------------------------------------------------------------------------------- internal
+
+
+class StoredImage(WireModel):
+    """An accepted image after the API stored it: a reference into the raw-image bucket."""
+
+    role: ImageRole
+    content_type: ImageContentType
+    sha256: Sha256Hex
+    size_bytes: int = Field(gt=0)
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    ref: str = Field(min_length=1, max_length=1024, description="key in the raw-image bucket")
+    analysis: ImageAnalysis | None = None
+    derived: dict[Literal["thumbnail", "thumbnail_faces_blurred"], str] = Field(
+        default_factory=dict, description="keys of derived images in the image bucket"
+    )
+
+
+class QueuedEvent(WireModel):
+    """The message on the analyse and process queues: the validated event without image bytes."""
+
+    schema_id: Literal["anfang.queued.v1"] = Field(default=QUEUED_SCHEMA, alias="schema")
+    received_at: AwareDatetime
+    key_id: Label
+    event_id: EventId
+    device_id: DeviceId
+    event_type: EventType
+    event: dict[str, Any] = Field(description="the validated event as JSON, with images removed")
+    images: list[StoredImage] = Field(default_factory=list)
+
+    model_config = {**WireModel.model_config, "populate_by_name": True}
+
+    @classmethod
+    def of(cls, event: EventBase, *, received_at: AwareDatetime, key_id: str, images: list[StoredImage]) -> QueuedEvent:
+        """The queue message of a validated event whose images were stored as ``images``."""
+        body = event.model_dump(mode="json", exclude={"images"}, exclude_none=True)
+        return cls(
+            received_at=received_at,
+            key_id=key_id,
+            event_id=event.event_id,
+            device_id=event.device_id,
+            event_type=body["event_type"],
+            event=body,
+            images=images,
+        )
