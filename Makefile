@@ -18,7 +18,7 @@ venv: $(STAMP)
 # Reinstall when the project metadata changes; the install is editable, so code edits need nothing.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "pip>=24,<26.3"
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
@@ -40,7 +40,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	mkdir -p bench
-	$(BIN)/pytest -q tests/bench --benchmark-only --benchmark-json=bench/results.json -p no:randomly
+	$(BIN)/pytest -q tests/bench --benchmark-only --benchmark-json=bench/results.json
 	$(BIN)/python -m tests.bench.report bench/results.json
 
 schemas: $(STAMP)

@@ -255,6 +255,12 @@ def validate_event(obj: Any) -> Event:
 def event_error(exc: ValidationError) -> EventError:
     """The wire error of a failed event validation: the first problem, its field path, no input values."""
     first = exc.errors(include_url=False, include_input=False, include_context=False)[0]
+    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):  # pydantic's message quotes the input
+        return EventError(
+            code=ErrorCode.PAYLOAD_INVALID,
+            detail="event_type must be one of " + ", ".join(EVENT_MODELS),
+            field="event_type",
+        )
     loc = first["loc"]
     if loc and loc[0] in EVENT_MODELS:  # the discriminated union puts the tag first
         loc = loc[1:]
