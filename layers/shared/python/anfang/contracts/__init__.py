@@ -4,7 +4,16 @@ Shared by the cloud functions and the edge agent; imports nothing from AWS.
 
 >>> from anfang.contracts import EventBatch, Signer, validate_event
 >>> event = validate_event({"event_type": "alarm", "event_id": new_event_id(), ...})
+
+The signing profile and the key helpers need ``cryptography``; they are imported on first use, so a
+function that only needs the models (the analyse function, whose OpenCV layer leaves no room for
+``cryptography`` within Lambda's 250 MB) can import ``anfang.contracts`` without it.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from .events import (
     EVENT_ADAPTER,
@@ -56,15 +65,6 @@ from .identifiers import (
     validate_resident_id,
     validate_town_code,
 )
-from .keys import (
-    generate_private_key,
-    key_id_for,
-    load_private_key,
-    load_public_key,
-    private_key_to_pem,
-    public_key_to_pem,
-    public_key_to_text,
-)
 from .limits import (
     MAX_BODY_BYTES,
     MAX_EVENTS_PER_BATCH,
@@ -93,20 +93,72 @@ from .records import (
     SiteView,
     StoredImage,
 )
-from .signing import (
-    COVERED_COMPONENTS,
-    SIGNATURE_LABEL,
-    KeyInfo,
-    KeyResolver,
-    MemoryNonceStore,
-    NonceStore,
-    Signer,
-    VerifiedRequest,
-    Verifier,
-    authorize,
-    content_digest,
-)
 from .types import EVENT_TYPES, IMAGE_ROLES, SITE_TYPES, EventType, HealthCodeStatus, ImageRole, Role, SiteType
+
+if TYPE_CHECKING:
+    from .keys import (
+        generate_private_key,
+        key_id_for,
+        load_private_key,
+        load_public_key,
+        private_key_to_pem,
+        public_key_to_pem,
+        public_key_to_text,
+    )
+    from .signing import (
+        COVERED_COMPONENTS,
+        SIGNATURE_LABEL,
+        KeyInfo,
+        KeyResolver,
+        MemoryNonceStore,
+        NonceStore,
+        Signer,
+        VerifiedRequest,
+        Verifier,
+        authorize,
+        content_digest,
+    )
+
+_LAZY = {
+    **dict.fromkeys(
+        (
+            "generate_private_key",
+            "key_id_for",
+            "load_private_key",
+            "load_public_key",
+            "private_key_to_pem",
+            "public_key_to_pem",
+            "public_key_to_text",
+        ),
+        "keys",
+    ),
+    **dict.fromkeys(
+        (
+            "COVERED_COMPONENTS",
+            "SIGNATURE_LABEL",
+            "KeyInfo",
+            "KeyResolver",
+            "MemoryNonceStore",
+            "NonceStore",
+            "Signer",
+            "VerifiedRequest",
+            "Verifier",
+            "authorize",
+            "content_digest",
+        ),
+        "signing",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "COVERED_COMPONENTS",
