@@ -3,7 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS ?= cloud,edge,dev
+# Tools whose pins clash with the project's (checkov) get a venv of their own.
+TOOLS_VENV ?= .venv-tools
+TOOLS_STAMP := $(TOOLS_VENV)/.installed
+EXTRAS ?= cloud,edge,imaging,dev
 
 .PHONY: help venv test lint typecheck pytest demo bench schemas clean
 
@@ -22,6 +25,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
+$(TOOLS_STAMP): tools/requirements-checkov.txt
+	test -x $(TOOLS_VENV)/bin/python || $(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/python -m pip install --quiet --requirement tools/requirements-checkov.txt
+	touch $(TOOLS_STAMP)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -29,8 +37,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+pytest: $(STAMP) $(TOOLS_STAMP)
+	CHECKOV="$(abspath $(TOOLS_VENV))/bin/checkov" $(BIN)/pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
@@ -47,4 +55,4 @@ schemas: $(STAMP)
 	$(BIN)/python -m anfang.schemas schemas
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(TOOLS_VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
