@@ -8,7 +8,7 @@ TOOLS_VENV ?= .venv-tools
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
 EXTRAS ?= cloud,edge,imaging,dev
 
-.PHONY: help venv test lint typecheck pytest demo bench schemas clean
+.PHONY: help venv test lint typecheck pytest demo bench schemas deploy clean
 
 help:
 	@echo "make demo     run the whole system locally (sets up .venv)"
@@ -53,6 +53,14 @@ bench: $(STAMP)
 
 schemas: $(STAMP)
 	$(BIN)/python -m anfang.schemas schemas
+
+# One town's stack: samconfig.toml holds a complete block per town (see infra/towns/). Needs the SAM CLI
+# (pip install aws-sam-cli) and credentials for the town's account.
+deploy: $(STAMP)
+	@test -n "$(TOWN)" || { echo "usage: make deploy TOWN=<town>   (towns: $$(ls infra/towns | sed 's/.toml//' | tr '\n' ' '))"; exit 2; }
+	$(BIN)/anfang towns render --check
+	sam build --config-env $(TOWN)
+	sam deploy --config-env $(TOWN)
 
 clean:
 	rm -rf $(VENV) $(TOOLS_VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
