@@ -9,11 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-import yaml
-from samtranslator.translator.transform import transform
 
+from anfang import template
 from anfang.towns import load_towns, render_samconfig
 from tools import layers
 
@@ -21,52 +19,14 @@ ROOT = Path(__file__).resolve().parents[2]
 TOWNS = load_towns(ROOT / "infra" / "towns")
 
 
-class CfnLoader(yaml.SafeLoader):
-    """A YAML loader that understands CloudFormation short-form tags (!Ref, !Sub, ...)."""
-
-
-def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-        if suffix == "GetAtt" and isinstance(value, str):
-            value = value.split(".", 1)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    return {name: value}
-
-
-CfnLoader.add_multi_constructor("!", _tag)
-
-
 def load_template() -> dict[str, Any]:
-    return yaml.load((ROOT / "template.yaml").read_text(encoding="utf-8"), Loader=CfnLoader)  # noqa: S506
-
-
-def _as_packaged(template: dict[str, Any]) -> dict[str, Any]:
-    """Replace local code paths with S3 URIs, as `sam package` does before the transform runs."""
-    for resource in template["Resources"].values():
-        props = resource.get("Properties", {})
-        for key in ("CodeUri", "ContentUri"):
-            if isinstance(props.get(key), str) and not props[key].startswith("s3://"):
-                props[key] = f"s3://artifacts/{props[key].strip('/')}.zip"
-    return template
-
-
-class _NoManagedPolicies:
-    """The translator asks IAM for managed policy ARNs; the template names none and there is no network."""
-
-    def load(self) -> dict[str, str]:
-        return {}
+    return template.load_template(ROOT / "template.yaml")
 
 
 @pytest.mark.parametrize("town", TOWNS, ids=lambda t: t.env)
 def test_sam_transform_succeeds_for_every_town(town: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_DEFAULT_REGION", town.town.region)
-    session = boto3.session.Session(region_name=town.town.region)
-    output = transform(_as_packaged(load_template()), town.parameter_overrides(), _NoManagedPolicies(), session)
+    output = template.transform_template(load_template(), town.parameter_overrides(), town.town.region)
     types = {r["Type"] for r in output["Resources"].values()}
     assert {"AWS::Lambda::Function", "AWS::ApiGateway::RestApi", "AWS::Lambda::EventSourceMapping"} <= types
     # every SQS event source reports partial batch failures
