@@ -1,0 +1,181 @@
+"""The local stack: a moto server, the template deployed into it, the functions run in-process, the API
+served over HTTP on 127.0.0.1 — the same system as a town's stack, on one machine.
+
+>>> with LocalStack(root=Path("."), state_dir=Path(".anfang/local")) as stack:
+...     requests.get(stack.info.api_url + "/v1/health")
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from anfang.towns import TownConfig, load_towns
+
+from .deploy import DeployedStack, deploy_stack
+from .pollers import S3Poller, SqsPoller
+from .runtime import apply_environment, load_handler
+
+__all__ = ["LocalStack", "StackInfo"]
+
+logger = logging.getLogger("anfang.local")
+LOCAL_CREDENTIALS: Final = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """What ``stack.json`` holds: how to reach the local stack."""
+
+    api_url: str
+    aws_endpoint_url: str
+    region: str
+    town: str
+    stack_name: str
+    outputs: dict[str, str]
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**asdict(self), **self.outputs}, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)  # readers never see a half-written file
+
+    @classmethod
+    def read(cls, path: Path) -> StackInfo:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return cls(**{k: data[k] for k in ("api_url", "aws_endpoint_url", "region", "town", "stack_name", "outputs")})
+
+
+class LocalStack:
+    """Start with :meth:`start` (or ``with``), stop with :meth:`stop`; nothing is left running after."""
+
+    def __init__(
+        self,
+        root: Path,
+        state_dir: Path,
+        *,
+        town: TownConfig | None = None,
+        aws_port: int = 0,
+        api_port: int = 0,
+        retry_delay_secs: int = 1,
+        visibility_timeout_max_secs: int = 30,
+    ) -> None:
+        self.root = root.resolve()
+        self.state_dir = state_dir
+        self.town = town or load_towns(self.root / "infra" / "towns")[0]
+        self.aws_port = aws_port
+        self.api_port = api_port
+        self.retry_delay_secs = retry_delay_secs
+        self.visibility_timeout_max_secs = visibility_timeout_max_secs
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._moto: Any = None
+        self._api: Any = None
+        self.deployed: DeployedStack | None = None
+        self.pollers: list[SqsPoller | S3Poller] = []
+        self.info: StackInfo | None = None
+
+    @property
+    def stack_json(self) -> Path:
+        return self.state_dir / "stack.json"
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> StackInfo:
+        """Bring everything up; ``stack.json`` is written last, when the stack is ready."""
+        import boto3  # noqa: PLC0415 - the local stack needs the cloud and dev extras
+        from moto.server import ThreadedMotoServer  # noqa: PLC0415
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        region = self.town.town.region
+        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.aws_port, verbose=False)
+        self._moto.start()
+        host, port = self._moto.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        aws_env = {**LOCAL_CREDENTIALS, "AWS_DEFAULT_REGION": region, "AWS_REGION": region}
+        aws_env["AWS_ENDPOINT_URL"] = endpoint
+        os.environ.update(aws_env)
+        session = boto3.session.Session(region_name=region)
+
+        self.deployed = deploy_stack(
+            session,
+            endpoint,
+            self.root / "template.yaml",
+            self.town.town.stack_name,
+            self.town.parameter_overrides(),
+            visibility_timeout_max_secs=self.visibility_timeout_max_secs,
+        )
+        apply_environment(self.deployed.functions, aws_env)
+
+        sqs = session.client("sqs", endpoint_url=endpoint)
+        s3 = session.client("s3", endpoint_url=endpoint)
+        api_url = ""
+        for function in self.deployed.functions.values():
+            handler = load_handler(self.root, function)
+            for queue_trigger in function.queue_triggers:
+                self.pollers.append(
+                    SqsPoller(
+                        sqs,
+                        function,
+                        handler,
+                        queue_trigger,
+                        region,
+                        self._stop,
+                        retry_delay_secs=self.retry_delay_secs,
+                    )
+                )
+            for s3_trigger in function.s3_triggers:
+                self.pollers.append(S3Poller(s3, sqs, function, handler, s3_trigger, region, self._stop))
+            if function.api_routes:
+                api_url = self._serve_api(handler, function.timeout_secs)
+        for poller in self.pollers:
+            poller.start()
+
+        self.info = StackInfo(
+            api_url=api_url,
+            aws_endpoint_url=endpoint,
+            region=region,
+            town=self.town.town.code,
+            stack_name=self.town.town.stack_name,
+            outputs=self.deployed.outputs,
+        )
+        self.info.write(self.stack_json)
+        logger.info("local stack %s ready: api %s, aws %s", self.info.stack_name, api_url, endpoint)
+        return self.info
+
+    def _serve_api(self, app: Any, timeout_secs: int) -> str:
+        from chalice.config import Config  # noqa: PLC0415 - the local server is part of the Chalice CLI
+        from chalice.local import create_local_server  # noqa: PLC0415
+
+        config = Config.create(chalice_stage="local", app_name="anfang", lambda_timeout=timeout_secs)
+        self._api = create_local_server(app, config, "127.0.0.1", self.api_port)
+        thread = threading.Thread(target=self._api.server.serve_forever, name="api", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        host, port = self._api.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        """Stop pollers, the API and the moto server; remove ``stack.json``."""
+        self.stack_json.unlink(missing_ok=True)
+        self._stop.set()
+        for poller in self.pollers:
+            poller.join(timeout=10)
+        if self._api is not None:
+            self._api.server.shutdown()
+            self._api.server.server_close()
+            self._api = None
+        for thread in self._threads:
+            thread.join(timeout=10)
+        if self._moto is not None:
+            self._moto.stop()
+            self._moto = None
