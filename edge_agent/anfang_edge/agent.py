@@ -9,6 +9,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Final
 
@@ -38,6 +39,18 @@ class Agent:
         self.uploader = Uploader(self.spool, UploaderSettings.from_config(config), key)
         self.sources: list[Source] = [build_source(s, self.spool, index=i) for i, s in enumerate(config.sources)]
         self.stop_event = threading.Event()
+        self.failed: list[str] = []
+
+    def _guard(self, name: str, target: Callable[[threading.Event], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                target(self.stop_event)
+            except Exception:
+                log.exception("%s failed; stopping the agent", name)
+                self.failed.append(name)
+                self.stop()
+
+        return run
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -53,26 +66,22 @@ class Agent:
         state = "ok" if last is None or last.error is None else f"retrying ({last.error})"
         return f"spool {stats.depth} events, {stats.quarantined} quarantined; uplink {state}"
 
-    def run(self) -> int:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self._on_signal)
-        threads = [threading.Thread(target=self.uploader.run, args=(self.stop_event,), name="uploader")]
-        threads += [threading.Thread(target=s.run, args=(self.stop_event,), name=s.name) for s in self.sources]
+    def run(self, *, install_signals: bool = True) -> int:
+        """Run until SIGTERM/SIGINT (or ``stop()``); 0 after a clean stop, 1 when a part failed."""
+        if install_signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, self._on_signal)
+        parts: list[tuple[str, Callable[[threading.Event], None]]] = [("uploader", self.uploader.run)]
+        parts += [(s.name, s.run) for s in self.sources]
+        threads = [threading.Thread(target=self._guard(name, target), name=name) for name, target in parts]
         for thread in threads:
             thread.start()
         notify("READY=1", "STATUS=" + self.status_line())
         log.info("anfang-edge running: %d sources, spool %s", len(self.sources), self.config.spool_path)
         watchdog = watchdog_interval_secs() if self.config.watchdog else None
         tick = min(watchdog or _STATUS_EVERY_SECS, _STATUS_EVERY_SECS)
-        exit_code = 0
+        # a failed part stops the agent (exit 1) instead of hiding behind watchdog pings; systemd restarts it
         while not self.stop_event.wait(tick):
-            dead = [t.name for t in threads if not t.is_alive()]
-            if dead:
-                # a crashed part must not be hidden by the watchdog: stop pinging and exit non-zero
-                log.error("threads died: %s; stopping", ", ".join(dead))
-                exit_code = 1
-                self.stop()
-                break
             notify("WATCHDOG=1", "STATUS=" + self.status_line())
         notify("STOPPING=1")
         deadline = time.monotonic() + _JOIN_SECS
@@ -80,4 +89,4 @@ class Agent:
             thread.join(max(0.0, deadline - time.monotonic()))
         self.spool.close()
         log.info("anfang-edge stopped")
-        return exit_code
+        return 1 if self.failed else 0

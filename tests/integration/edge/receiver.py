@@ -139,7 +139,7 @@ class EdgeReceiver:
     ) -> None:
         self.clock = clock
         keys = {key_id_for(k): KeyInfo(key_id=key_id_for(k), public_key=k, role="device") for k in public_keys}
-        self.verifier = Verifier(_Keys(keys), MemoryNonceStore(), clock=lambda: self.clock())
+        self.verifier = Verifier(_Keys(keys), MemoryNonceStore(), clock=self._now)
         self.reject = reject
         self.lock = threading.Lock()
         self.script: deque[Scripted] = deque()
@@ -157,6 +157,9 @@ class EdgeReceiver:
         self._thread: threading.Thread | None = None
         self._blackhole: socket.socket | None = None
         self._blackhole_thread: threading.Thread | None = None
+
+    def _now(self) -> float:
+        return self.clock()  # late-bound so a test can move the server's clock
 
     @property
     def url(self) -> str:
