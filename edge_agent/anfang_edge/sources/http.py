@@ -119,12 +119,17 @@ class HttpSource:
         """Validate each event, spool the valid ones in one durable put, answer per event in request order."""
         results: list[EventResult | None] = []
         items: list[SpoolItem] = []
+        seen: set[str] = set()
         for obj in events:
             try:
                 item = item_from_event(validate_event(obj))
             except ValidationError as exc:
                 results.append(rejected(obj.get("event_id") if isinstance(obj, dict) else None, event_error(exc)))
                 continue
+            if item.event_id in seen:  # repeated within this request
+                results.append(EventResult(event_id=item.event_id, status="duplicate"))
+                continue
+            seen.add(item.event_id)
             items.append(item)
             results.append(None)
         put = self.spool.put_many(items, timeout=self.config.block_timeout_secs) if items else None

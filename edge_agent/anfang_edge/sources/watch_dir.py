@@ -168,7 +168,7 @@ class WatchDir:
         if not isinstance(obj, dict):
             raise _BadInputError("sidecar JSON must be an object (one v1 event)")
         images = list(obj.get("images") or [])
-        digest = hashlib.sha256(raw)
+        digest = hashlib.sha256(group.stem.encode("utf-8") + b"\0" + raw)
         for role, path in sorted(group.images.items(), key=lambda kv: str(kv[0])):
             data = path.read_bytes()
             if not data.rstrip(b"\x00").endswith(_JPEG_EOI):
