@@ -321,22 +321,29 @@ class Spool:
             self._cond.notify_all()
 
     def next_batch(self, *, max_events: int, max_bytes: int) -> list[PendingEvent]:
-        """The oldest events in capture order, up to ``max_events`` and ``max_bytes`` of request body."""
+        """The oldest events in capture order, up to ``max_events`` and ``max_bytes`` of request body.
+
+        Sizes are read first and bodies only for the events that fit, so memory stays near ``max_bytes``.
+        """
         with self._cond:
-            rows = self._db.execute(
-                "SELECT seq, event_id, device_id, event_type, captured_ms, enqueued_at, attempts, body"
-                " FROM outbox ORDER BY captured_ms, seq LIMIT ?",
-                (max_events,),
+            heads = self._db.execute(
+                "SELECT seq, size FROM outbox ORDER BY captured_ms, seq LIMIT ?", (max_events,)
             ).fetchall()
-        batch: list[PendingEvent] = []
-        total = BATCH_OVERHEAD_BYTES
-        for row in rows:
-            size = len(row[7]) + 1
-            if batch and total + size > max_bytes:
-                break
-            total += size
-            batch.append(PendingEvent(*row))
-        return batch
+            chosen: list[int] = []
+            total = BATCH_OVERHEAD_BYTES
+            for seq, size in heads:
+                if chosen and total + size + 1 > max_bytes:
+                    break
+                total += size + 1
+                chosen.append(seq)
+            if not chosen:
+                return []
+            rows = self._db.execute(
+                "SELECT seq, event_id, device_id, event_type, captured_ms, enqueued_at, attempts, body FROM outbox"
+                f" WHERE seq IN ({','.join('?' * len(chosen))}) ORDER BY captured_ms, seq",
+                chosen,
+            ).fetchall()
+        return [PendingEvent(*row) for row in rows]
 
     def ack(self, event_ids: Iterable[str], *, counter: str = "sent") -> int:
         """Remove delivered events; returns how many were removed."""

@@ -48,7 +48,7 @@ class UploaderSettings:
     api_url: str
     key_id: str
     batch_max_events: int = 100
-    batch_max_bytes: int = 4 * 1024 * 1024
+    batch_max_bytes: int = 1024 * 1024
     linger_ms: int = 200
     retry_initial_ms: int = 500
     retry_max_secs: float = 300.0

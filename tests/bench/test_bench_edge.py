@@ -90,3 +90,36 @@ def test_bench_drain_events_per_sec_and_agent_rss(tmp_path: Path, benchmark: Any
     )
     assert rate >= 2000, f"{rate:.0f} events/s drained"
     assert rss_mb <= 60, f"agent RSS {rss_mb:.1f} MB while draining"
+
+
+def test_bench_drain_with_images_agent_rss(tmp_path: Path, benchmark: Any) -> None:
+    """The same drain with the fixture JPEGs inline and the default batch_max_bytes (1 MiB)."""
+    events = 1200
+    key = make_key(tmp_path)
+    receiver = EdgeReceiver([key.private_key.public_key()]).start()
+    config = write_config(tmp_path, key, receiver.url, batch_max_events=100)
+    with Spool(tmp_path / "state" / "spool.sqlite3") as spool:
+        simulator = Simulator(SimulatorSourceConfig(type="simulator", devices=4, images=True, seed=5), spool)
+        for start in range(0, events, 100):
+            spool.put_many(simulator.make_items(start, 100))
+    samples: list[int] = []
+
+    def drain() -> float:
+        proc = start_agent(config, tmp_path / "agent.log")
+        try:
+            started = time.perf_counter()
+            while len(receiver.accepted) < events and time.perf_counter() - started < 60:
+                samples.append(rss_kib(proc.pid))
+                time.sleep(0.02)
+            return time.perf_counter() - started
+        finally:
+            assert stop_agent(proc) == 0
+
+    elapsed = benchmark.pedantic(drain, rounds=1, iterations=1)
+    receiver.stop()
+    rss_mb = max(samples) / 1024
+    benchmark.extra_info.update(
+        {"events": events, "events_per_sec_incl_startup": round(events / elapsed), "agent_rss_max_mb": rss_mb}
+    )
+    assert len(receiver.accepted) == events
+    assert rss_mb <= 60, f"agent RSS {rss_mb:.1f} MB while draining images"
