@@ -301,7 +301,9 @@ class Uploader:
         self._failures += 1
         self.spool.record_failure(ids, error)
         delay = self._delay(retry_after)
-        log.info("send failed (%s); retrying in %.2fs", error, delay)
+        # authentication and authorisation failures need an operator (key not registered, revoked, ...)
+        level = logging.WARNING if status in (401, 403) else logging.INFO
+        log.log(level, "send failed (%s); retrying in %.2fs", error, delay)
         return SendOutcome(status, delay, kept=len(ids), error=error)
 
     def _delay(self, retry_after: float | None) -> float:

@@ -78,3 +78,24 @@ def _reachable(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def test_given_the_gateway_clock_ten_minutes_behind_when_the_agent_runs_then_events_still_arrive(
+    tmp_path: Path, key: KeyPair
+) -> None:
+    # GIVEN an API whose clock is 10 minutes ahead of the gateway's (the gateway's clock is behind)
+    with EdgeReceiver([key.private_key.public_key()], clock=lambda: time.time() + 600) as receiver:
+        config = write_config(
+            tmp_path,
+            key,
+            receiver.url,
+            sources=[{"type": "simulator", "rate_per_sec": 100.0, "max_events": 30, "images": False}],
+        )
+        proc = start_agent(config, tmp_path / "agent.log")
+        try:
+            # WHEN the agent runs THEN one 401 signature_expired teaches it the offset and everything arrives
+            assert wait_for(lambda: len(receiver.accepted) >= 30, timeout=20)
+        finally:
+            assert stop_agent(proc) == 0
+    assert receiver.auth_failures["signature_expired"] == 1
+    assert "clock offset corrected" in (tmp_path / "agent.log").read_text()
