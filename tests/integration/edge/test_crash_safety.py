@@ -54,7 +54,7 @@ def test_given_random_sigkills_during_a_burst_when_restarted_then_every_event_ar
             {
                 "type": "simulator",
                 "devices": 8,
-                "rate_per_sec": 250.0,
+                "rate_per_sec": 500.0,
                 "max_events": TOTAL_EVENTS,
                 "images": False,
                 "seed": seed,
@@ -63,26 +63,32 @@ def test_given_random_sigkills_during_a_burst_when_restarted_then_every_event_ar
     )
     spool_path = tmp_path / "state" / "spool.sqlite3"
     log = tmp_path / "agent.log"
-    kills = mid_burst_kills = 0
+    kills = mid_burst_kills = startup_kills = 0
     started = time.monotonic()
     try:
-        # WHEN: kill -9 at random moments (some during start-up, most while producing and uploading)
-        while kills < MAX_KILLS and (mid_burst_kills < MIN_KILLS or kills < MIN_KILLS):
+        # WHEN: kill -9 at random moments spread over the burst; every fifth kill lands during start-up
+        # (imports, WAL recovery), the others at a random moment after the simulator made progress again
+        while kills < MAX_KILLS and _cursor(spool_path) < TOTAL_EVENTS:
+            before = _cursor(spool_path)
             proc = start_agent(config, log)
-            time.sleep(rng.uniform(0.3, 1.4))
+            if kills % 5 == 4:
+                time.sleep(rng.uniform(0.05, 0.8))
+                startup_kills += 1
+            else:
+                wait_for(lambda before=before: _cursor(spool_path) > before, timeout=15, interval=0.02)
+                time.sleep(rng.uniform(0.0, 0.6))
             proc.kill()
             proc.wait(10)
             kills += 1
-            cursor = _cursor(spool_path)
-            if 0 < cursor < TOTAL_EVENTS:
+            if 0 < _cursor(spool_path) < TOTAL_EVENTS:
                 mid_burst_kills += 1
-            if cursor >= TOTAL_EVENTS:
-                break
         produced_during_kills = _cursor(spool_path)
 
         # THEN: one last run finishes the burst and drains the spool
+        runs_before = log.read_text().count("anfang-edge running")
         proc = start_agent(config, log)
         try:
+            assert wait_for(lambda: log.read_text().count("anfang-edge running") > runs_before, timeout=30)
             assert wait_for(lambda: len(receiver.accepted) >= TOTAL_EVENTS, timeout=60, interval=0.2), (
                 f"only {len(receiver.accepted)} of {TOTAL_EVENTS} arrived (seed {seed})"
             )
@@ -104,7 +110,7 @@ def test_given_random_sigkills_during_a_burst_when_restarted_then_every_event_ar
         stats = spool.stats()
     assert stats.counters.get("spooled") == TOTAL_EVENTS
     print(
-        f"\ncrash harness: seed={seed} kills={kills} mid_burst_kills={mid_burst_kills} "
+        f"\ncrash harness: seed={seed} kills={kills} mid_burst_kills={mid_burst_kills} startup_kills={startup_kills} "
         f"produced_during_kills={produced_during_kills} events={len(receiver.order)} "
         f"redeliveries_deduped={receiver.duplicates} requests={receiver.requests} elapsed={elapsed:.1f}s"
     )
