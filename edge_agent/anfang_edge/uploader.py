@@ -178,7 +178,7 @@ class Uploader:
             waited = self._clock() - min(p.enqueued_at for p in batch)
             if waited >= linger:
                 return batch
-            self.spool.wait_for_events(linger - waited)
+            self.spool.wait_for_events(min(linger - waited, linger))
 
     # ------------------------------------------------------------------------------------------ one request
 
@@ -206,6 +206,17 @@ class Uploader:
         return self._failed(ids, "http 401 signature_expired after clock correction", 401, None)
 
     def _post(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        reused = self._conn is not None
+        try:
+            return self._post_once(body)
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            if not reused:
+                raise
+            # the server closed an idle keep-alive connection: one fresh try (re-signed, new nonce) at once
+            self.close()
+            return self._post_once(body)
+
+    def _post_once(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
         headers = self._signer.sign("POST", EVENTS_PATH, body)
         headers["Content-Length"] = str(len(body))
         conn = self._connection()

@@ -9,6 +9,7 @@ attempts the agent makes (a listener that accepts and closes at once, like a dea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -66,6 +67,17 @@ class _Server(ThreadingHTTPServer):
 
     def handle_error(self, request: object, client_address: object) -> None:
         pass  # a killed agent resets its connection; that is the point of the tests
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.receiver.connections.append(request)
+        super().process_request(request, client_address)
+
+    def drop_connections(self) -> None:
+        """Close every open keep-alive connection, as a restarted server or a load balancer would."""
+        for conn in self.receiver.connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        self.receiver.connections.clear()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -150,6 +162,7 @@ class EdgeReceiver:
         self.requests = 0
         self.auth_failures: Counter[str] = Counter()
         self.outage_connections = 0
+        self.connections: list[socket.socket] = []
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = int(probe.getsockname()[1])
@@ -208,6 +221,7 @@ class EdgeReceiver:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            self._server.drop_connections()
             self._server = None
         if self._thread is not None:
             self._thread.join(5)

@@ -183,3 +183,18 @@ def test_given_undeliverable_events_past_retention_then_they_are_quarantined(
     assert uploader.drain_once() is None
     assert [q.code for q in spool.quarantined()] == ["retention_expired"] * 2
     assert spool.stats().counters["expired"] == 2
+
+
+def test_given_the_server_dropped_an_idle_keep_alive_connection_then_the_send_reconnects_at_once(
+    tmp_path: Path, key: KeyPair, receiver: EdgeReceiver
+) -> None:
+    spool = _spool(tmp_path, 2)
+    uploader = _uploader(spool, key, receiver)
+    first = uploader.send(spool.next_batch(max_events=1, max_bytes=1 << 20))
+    assert first.sent == 1
+    # the API restarts between requests (a load balancer's idle timeout looks the same to the client)
+    receiver.stop()
+    receiver.start()
+    second = uploader.send(spool.next_batch(max_events=1, max_bytes=1 << 20))
+    assert (second.sent, second.error) == (1, None)
+    assert spool.depth() == 0
