@@ -8,18 +8,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from anfang.contracts import key_id_for, public_key_to_pem, public_key_to_text
 
 from . import __version__
 from .agent import Agent
-from .config import DEFAULT_CONFIG_PATH, AgentConfig, load_config
+from .config import DEFAULT_CONFIG_PATH, AgentConfig, SimulatorSourceConfig, load_config
 from .errors import AgentError
 from .keyfile import read_private_key, write_new_private_key
+from .sources.simulator import FixtureImages
 from .spool import Spool
 
 __all__ = ["main"]
@@ -28,8 +31,15 @@ EXIT_USAGE = 2
 EXIT_ERROR = 1
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one readable line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"anfang-edge: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="anfang-edge", description="anfang edge agent")
+    parser = _Parser(prog="anfang-edge", description="anfang edge agent")
     parser.add_argument("--version", action="version", version=f"anfang-edge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -162,6 +172,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_config_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     key = read_private_key(config.resolve_private_key_file())
+    for source in config.sources:
+        if isinstance(source, SimulatorSourceConfig) and source.images:
+            if source.fixtures_dir is None:
+                raise AgentError("simulator.images needs fixtures_dir (no fixtures found next to the repository)")
+            FixtureImages(source.fixtures_dir)
     derived = key_id_for(key.public_key())
     if derived != config.key_id:
         raise AgentError(f"key_id {config.key_id} does not match the private key (its key id is {derived})")
@@ -189,6 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_config_check(args)
     except AgentError as exc:
         print(f"anfang-edge: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except sqlite3.Error as exc:
+        print(f"anfang-edge: error: spool: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

@@ -51,6 +51,14 @@ def test_config_check_validates_the_file_and_the_key(tmp_path: Path, capsys: pyt
     assert main(["config", "check", "--config", str(wrong)]) == 1
     assert "does not match" in capsys.readouterr().err
 
+    no_fixtures = tmp_path / "sim.toml"
+    no_fixtures.write_text(
+        good.read_text() + f'[[sources]]\ntype = "simulator"\nfixtures_dir = "{tmp_path / "empty"}"\n'
+    )
+    (tmp_path / "empty").mkdir()
+    assert main(["config", "check", "--config", str(no_fixtures)]) == 1
+    assert "no fixture images" in capsys.readouterr().err
+
     bad = tmp_path / "bad.toml"
     bad.write_text("batch_max_events = -1\n")
     assert main(["config", "check", "--config", str(bad)]) == 1
@@ -97,3 +105,4 @@ def test_console_script_is_installed() -> None:
     assert result.stdout.startswith("anfang-edge ")
     bad = subprocess.run([exe, "frobnicate"], capture_output=True, text=True, check=False)
     assert bad.returncode == 2
+    assert bad.stderr.startswith("anfang-edge: error: ") and bad.stderr.count("\n") == 1
