@@ -86,7 +86,7 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length)
         try:
             doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             self._problem(ErrorCode.MALFORMED_JSON, "body is not valid JSON")
             return
         events = doc.get("events") if isinstance(doc, dict) else None

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
-from anfang.contracts import EVENT_TYPES, EventImage, ImageRole, new_event_id, validate_event
+from anfang.contracts import EVENT_TYPES, MAX_IMAGE_BYTES, EventImage, ImageRole, new_event_id, validate_event
 
 from ..config import SimulatorSourceConfig
 from ..errors import ConfigError, SpoolFullError
@@ -42,9 +42,9 @@ class FixtureImages:
     """The fixture JPEGs, loaded once and turned into wire images per role."""
 
     def __init__(self, directory: Path) -> None:
-        files = sorted(p for p in directory.glob("*.jp*g") if p.is_file())
+        files = sorted(p for p in directory.glob("*.jp*g") if p.is_file() and p.stat().st_size <= MAX_IMAGE_BYTES)
         if not files:
-            raise ConfigError(f"no fixture images (*.jpg) in {directory}")
+            raise ConfigError(f"no fixture images (*.jpg of at most 1 MiB) in {directory}")
         self._raw = {p.name: p.read_bytes() for p in files}
         self._cache: dict[ImageRole, EventImage] = {}
 

@@ -25,7 +25,15 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from anfang.contracts import IMAGE_ROLES, ContractError, EventImage, ImageRole, event_error, validate_event
+from anfang.contracts import (
+    IMAGE_ROLES,
+    MAX_IMAGE_BYTES,
+    ContractError,
+    EventImage,
+    ImageRole,
+    event_error,
+    validate_event,
+)
 
 from ..config import WatchDirSourceConfig
 from ..errors import SpoolFullError
@@ -129,6 +137,12 @@ class WatchDir:
                 continue
             except _BadInputError as exc:
                 self._fail(group, str(exc))
+            except OSError:
+                raise
+            except Exception as exc:
+                # a poison file must not crash-loop the agent: park it with the error for an operator
+                log.exception("watch_dir %s: unexpected error", group.stem)
+                self._fail(group, f"unexpected error: {type(exc).__name__}: {exc}")
             if len(ready) >= _MAX_PAIRS_PER_PUT:
                 self._commit(ready)
                 ready = []
@@ -176,10 +190,14 @@ class WatchDir:
                     raise _NotReadyError  # still being written (no EOI marker yet)
                 raise _BadInputError(f"{path.name}: JPEG is truncated (no end-of-image marker)")
             actual_role = role or _DEFAULT_ROLE.get(str(obj.get("event_type")), "scene")
+            if len(data) > MAX_IMAGE_BYTES:
+                raise _BadInputError(f"{path.name}: image is larger than {MAX_IMAGE_BYTES} bytes")
             try:
                 images.append(EventImage.from_bytes(actual_role, data).model_dump())
             except ContractError as exc:
                 raise _BadInputError(f"{path.name}: {exc.detail}") from exc
+            except ValidationError as exc:
+                raise _BadInputError(f"{path.name}: {event_error(exc).detail}") from exc
             digest.update(hashlib.sha256(data).digest())
         if images:
             obj["images"] = images

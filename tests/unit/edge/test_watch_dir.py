@@ -119,6 +119,20 @@ def test_given_bad_json_then_pair_goes_to_failed_with_a_reason_file(setup: Any) 
     assert spool.stats().counters["watch_dir_failed"] == 2
 
 
+def test_given_an_oversized_or_fake_jpeg_then_the_pair_fails_and_the_source_keeps_going(setup: Any) -> None:
+    source, spool, root = setup
+    _write(root / "huge.jpg", FACE[:-2] + b"\0" * (1024 * 1024) + b"\xff\xd9", 5)
+    _write(root / "huge.json", _sidecar(), 5)
+    _write(root / "fake.jpg", b"GIF89a" + b"\0" * 100 + b"\xff\xd9", 5)
+    _write(root / "fake.json", _sidecar(), 5)
+    _write(root / "fine.jpg", FACE, 5)
+    _write(root / "fine.json", _sidecar(), 5)
+    assert source.scan() == 1
+    assert "larger than" in (root / "failed" / "huge.reason.txt").read_text()
+    assert "not JPEG or PNG" in (root / "failed" / "fake.reason.txt").read_text()
+    assert spool.depth() == 1
+
+
 def test_a_sidecar_alone_is_an_event_without_images(setup: Any) -> None:
     source, spool, root = setup
     _write(root / "alarm-1.json", _sidecar("alarm"), 5)
