@@ -1,4 +1,4 @@
-"""Print a short table of a pytest-benchmark JSON file: ``python -m tests.bench.report bench/results.json``."""
+"""Print the benchmark table of `make bench` from bench/results.json (pytest-benchmark JSON)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,26 @@ import sys
 from pathlib import Path
 
 
-def main(path: str) -> int:
-    doc = json.loads(Path(path).read_text())
-    for bench in doc.get("benchmarks", []):
-        extra = ", ".join(
-            f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in bench["extra_info"].items()
+def main(argv: list[str]) -> int:
+    path = Path(argv[0] if argv else "bench/results.json")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    cpu = data["machine_info"]["cpu"].get("brand_raw", "")
+    print(f"benchmarks on {cpu}, {data['datetime']}")
+    print("| benchmark | mean | min | rounds | per second | extra |")
+    print("|---|---|---|---|---|---|")
+    for bench in data["benchmarks"]:
+        stats = bench["stats"]
+        extra = dict(bench.get("extra_info", {}))
+        per_round = extra.pop("events_per_round", 1)
+        rate = per_round / stats["mean"] if stats["mean"] else 0.0
+        unit = "events/s" if per_round != 1 else "ops/s"
+        shown = ", ".join(f"{k}={v}" for k, v in extra.items())
+        print(
+            f"| {bench['name']} | {stats['mean'] * 1e3:.3f} ms | {stats['min'] * 1e3:.3f} ms | {stats['rounds']} "
+            f"| {rate:,.0f} {unit} | {shown} |"
         )
-        print(f"{bench['name']:<50} mean {bench['stats']['mean']:.3f}s  {extra}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "bench/results.json"))
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""Benchmarks run only under `make bench` (pytest-benchmark); `make test` skips them (--benchmark-skip)."""
