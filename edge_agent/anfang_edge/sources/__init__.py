@@ -1,0 +1,39 @@
+"""Sources: where events come from (nouns). Each spools events and acknowledges only after the commit.
+
+>>> source = build_source(config.sources[0], spool)
+>>> threading.Thread(target=source.run, args=(stop,)).start()
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Protocol
+
+from ..config import HttpSourceConfig, SimulatorSourceConfig, SourceConfig, WatchDirSourceConfig
+from ..spool import Spool
+from .http import HttpSource
+from .simulator import Simulator
+from .watch_dir import WatchDir
+
+__all__ = ["Source", "build_source"]
+
+
+class Source(Protocol):
+    """A producer of events: ``run`` until ``stop`` is set, spooling what it receives."""
+
+    name: str
+
+    def run(self, stop: threading.Event) -> None:
+        """Produce until ``stop`` is set."""
+        ...
+
+
+def build_source(config: SourceConfig, spool: Spool, *, index: int = 0) -> Source:
+    """The source described by ``config``."""
+    if isinstance(config, SimulatorSourceConfig):
+        return Simulator(config, spool, name=f"simulator{index}")
+    if isinstance(config, WatchDirSourceConfig):
+        return WatchDir(config, spool, name=f"watch_dir{index}")
+    if isinstance(config, HttpSourceConfig):
+        return HttpSource(config, spool, name=f"http{index}")
+    raise TypeError(f"unknown source {config!r}")
