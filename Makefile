@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS ?= cloud,edge,dev
+EXTRAS ?= cloud,edge,imaging,dev
 
 .PHONY: help venv test lint typecheck pytest demo bench schemas clean
 
