@@ -45,9 +45,7 @@ def send_batch(sqs: Any, queue_url: str, messages: Iterable[Message]) -> list[st
     """SendMessageBatch in calls of 10; returns the ids of the messages that were not sent."""
     failed: list[str] = []
     for part in chunks(list(messages), BATCH_ENTRIES):
-        entries = [
-            {"Id": m.id, "MessageBody": m.body, "MessageAttributes": _attributes(m.attributes)} for m in part
-        ]
+        entries = [{"Id": m.id, "MessageBody": m.body, "MessageAttributes": _attributes(m.attributes)} for m in part]
         try:
             response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
         except (BotoCoreError, ClientError):
