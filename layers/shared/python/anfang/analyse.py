@@ -14,6 +14,7 @@ label from :data:`ERROR_LABELS`, so one corrupt image never fails its batch.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from dataclasses import dataclass
 from functools import cache
@@ -33,6 +34,7 @@ from anfang.contracts import (
     sniff_content_type,
 )
 from anfang.contracts.records import Quality
+from anfang.thumbnails import THUMBNAIL_MAX_SIDE_PIXELS, derived_key, thumbnail_size
 
 __all__ = [
     "ERROR_LABELS",
@@ -42,13 +44,10 @@ __all__ = [
     "analyse_event",
     "analyse_image",
     "blur_boxes",
-    "derived_key",
     "image_size",
     "phash",
 ]
 
-#: Longest side of a thumbnail.
-THUMBNAIL_MAX_SIDE_PIXELS: Final = 320
 #: Face detection runs on an image whose long side is at most this (Haar cascades need ~24 px faces).
 DETECT_MAX_SIDE_PIXELS: Final = 640
 #: Metrics (sharpness, brightness, contrast) are measured at this long side, so they compare across sizes.
@@ -284,7 +283,8 @@ def _analyse(
     else:
         quality = "ok"
 
-    thumb = _resize_long_side(image, THUMBNAIL_MAX_SIDE_PIXELS)
+    size = thumbnail_size(width, height)
+    thumb = image if (image.shape[1], image.shape[0]) == size else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     tx, ty = thumb.shape[1] / width, thumb.shape[0] / height
     to_blur = [*faces, *known_faces]
     if role == "face" and not faces:  # a face crop is a face even when the detector misses it
@@ -302,11 +302,6 @@ def _analyse(
 
 
 # ---------------------------------------------------------------------------------------------------- per event
-
-
-def derived_key(event_id: str, role: str, kind: str) -> str:
-    """Key of a derived image in the image bucket."""
-    return f"derived/{event_id}/{role}/{kind}.jpg"
 
 
 def analyse_event(
@@ -335,7 +330,7 @@ def analyse_event(
         ):
             if body is None:
                 continue
-            key = derived_key(queued.event_id, stored.role, kind)
+            key = derived_key(kind, hashlib.sha256(body).hexdigest())  # type: ignore[arg-type]
             s3.put_object(Bucket=image_bucket, Key=key, Body=body, ContentType="image/jpeg")
             derived[kind] = key  # type: ignore[index]
         images.append(stored.model_copy(update={"analysis": result.analysis, "derived": derived}))
