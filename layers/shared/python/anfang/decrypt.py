@@ -76,16 +76,20 @@ class Decryptor:
         destination = str(record["redaction"]["policy"]).split("@", 1)[0]
         event_id = str(record["event_id"])
 
-        def walk(node: Any) -> Any:
+        def walk(node: Any, path: str) -> Any:
             if is_envelope(node):
+                # The envelope must sit where it was sealed: its claimed field is checked against its place,
+                # and its place is what the associated data binds.
+                if node["field"] != path:
+                    raise DecryptError(f"envelope sealed for {node['field']} found at {path}")
                 return self.value(node, destination=destination, event_id=event_id)
             if isinstance(node, dict):
-                return {key: walk(value) for key, value in node.items()}
+                return {key: walk(value, f"{path}.{key}" if path else key) for key, value in node.items()}
             if isinstance(node, list):
-                return [walk(value) for value in node]
+                return [walk(value, path) for value in node]
             return node
 
-        result: dict[str, Any] = walk(record)
+        result: dict[str, Any] = walk(record, "")
         return result
 
 

@@ -20,7 +20,6 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cache
 from typing import Any, Final, Literal
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -180,9 +179,19 @@ def _body_model(name: str, tree: dict[str, Any]) -> type[BaseModel]:
     return model
 
 
-@cache
+_MODELS: dict[str, type[BaseModel]] = {}
+
+
 def record_model(policy: Policy) -> type[BaseModel]:
     """The record model of one destination as its policy shapes it (its JSON Schema is published)."""
+    cache_key = policy.model_dump_json()
+    model = _MODELS.get(cache_key)
+    if model is None:
+        model = _MODELS[cache_key] = _record_model(policy)
+    return model
+
+
+def _record_model(policy: Policy) -> type[BaseModel]:
     bodies: dict[str, dict[str, Any]] = {}
     for event_type, rules in policy.events.items():
         specs = event_fields(event_type)
