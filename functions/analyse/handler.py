@@ -75,4 +75,4 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     metrics.add_metric(name="EventsSent", unit=MetricUnit.Count, value=len(outgoing) - len(unsent))
     metrics.add_metric(name="EventsErrored", unit=MetricUnit.Count, value=len(response["batchItemFailures"]))
     metrics.flush_metrics()
-    return response
+    return dict(response)

@@ -20,10 +20,12 @@ from anfang.cli import main as cli_main
 from anfang.contracts import EVENT_TYPES, SiteView, find_mobiles, find_plates, find_resident_ids
 from anfang.decrypt import DecryptError, decrypt_lines, decrypt_record, is_envelope
 from anfang.policies import default_policies, parse_policy
-from anfang.redact import DataKeys, Enrichment, Redactor
-from tests.functional.pipeline.conftest import BUCKETS, REGION, SECRETS
+from anfang.redact import DataKeys, Enrichment, ImageBuckets, Redactor
 from tests.pipeline_events import TOWN, Planted, planted, planted_event, queued
+from tests.pipeline_stack import REGION
 
+BUCKETS = ImageBuckets(raw_bucket="anfang-330106-raw", image_bucket="anfang-330106-images")
+SECRETS = {"gov_cloud": b"gov-cloud-pseudonym-secret-0001", "police_video": b"police-video-pseudonym-secret-01"}
 SITE = Enrichment(site=SiteView(site_id="site-1", site_type="residential_closed", name="Xihu Garden"))
 
 
