@@ -20,10 +20,10 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, create_model
 
 from anfang.contracts import (
     RECORD_SCHEMA,
@@ -161,12 +161,21 @@ def _encrypt(key: DataKey, destination: str, event_id: str, field: str, value: A
 # ---------------------------------------------------------------------------------------------------- models
 
 
+_PSEUDONYM = Annotated[
+    str, StringConstraints(pattern=r"^pn_[a-z2-7]{32}$"), Field(description="keyed pseudonym (HMAC-SHA256)")
+]
+_MASKED = Annotated[str, Field(description="masked for display")]
+_GENERALIZED = Annotated[str, Field(description="generalised: plate → province, ID → division, phone → prefix")]
+
+
 def _leaf_type(spec: FieldSpec, action: str) -> Any:
-    if action == "keep":
-        return spec.annotation
-    if action == "encrypt":
-        return Envelope
-    return str
+    return {
+        "keep": spec.annotation,
+        "encrypt": Envelope,
+        "pseudonymize": _PSEUDONYM,
+        "mask": _MASKED,
+        "generalize": _GENERALIZED,
+    }[action]
 
 
 def _body_model(name: str, tree: dict[str, Any]) -> type[BaseModel]:
@@ -204,7 +213,7 @@ def _record_model(policy: Policy) -> type[BaseModel]:
                 node = node.setdefault(part, {})
             node[leaf] = _leaf_type(specs[path], action)
     title = "".join(part.capitalize() for part in policy.policy.split("_"))
-    device_id: Any = str
+    device_id: Any = str if policy.common["device_id"] == "keep" else _PSEUDONYM
     fields: dict[str, Any] = {
         "schema_id": (Literal["anfang.record.v1"], Field(default=RECORD_SCHEMA, alias="schema")),
         "event_id": (EventId, ...),
