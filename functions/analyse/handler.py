@@ -36,7 +36,7 @@ class Settings(BaseModel):
     process_queue_url: str = Field(alias="PROCESS_QUEUE_URL", min_length=1)
     dark_brightness_max: float = Field(default=40.0, alias="DARK_BRIGHTNESS_MAX")
     overexposed_brightness_min: float = Field(default=220.0, alias="OVEREXPOSED_BRIGHTNESS_MIN")
-    blurry_sharpness_max: float = Field(default=25.0, alias="BLURRY_SHARPNESS_MAX")
+    blurry_sharpness_max: float = Field(default=40.0, alias="BLURRY_SHARPNESS_MAX")
 
 
 @cache

@@ -49,9 +49,9 @@ __all__ = [
 ]
 
 #: Face detection runs on an image whose long side is at most this (Haar cascades need ~24 px faces).
-DETECT_MAX_SIDE_PIXELS: Final = 640
+DETECT_MAX_SIDE_PIXELS: Final = 480
 #: Metrics (sharpness, brightness, contrast) are measured at this long side, so they compare across sizes.
-METRICS_SIDE_PIXELS: Final = 640
+METRICS_SIDE_PIXELS: Final = 480
 #: Margin around a face box that is blurred too, as a fraction of the box size on each side.
 FACE_MARGIN_FRACTION: Final = 0.25
 #: A blurred face keeps at most this many blocks across its (margined) box: far below recognisability.
@@ -70,7 +70,7 @@ class Thresholds:
 
     dark_brightness_max: float = 40.0
     overexposed_brightness_min: float = 220.0
-    blurry_sharpness_max: float = 25.0
+    blurry_sharpness_max: float = 40.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,7 @@ def analyse_image(
     known_faces: tuple[Box, ...] = (),
     thresholds: Thresholds = Thresholds(),  # noqa: B008 - frozen dataclass, immutable default
     max_pixels: int = MAX_IMAGE_PIXELS,
+    detect_faces: bool = True,
 ) -> Analysed:
     """Analyse one image's bytes; never raises for bad input (``quality="error"`` instead).
 
@@ -167,7 +168,7 @@ def _reduce_flag(content_type: str, long_side: int) -> tuple[int, int]:
         for scale, flag in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4)):
             if long_side // scale >= DETECT_MAX_SIDE_PIXELS:
                 return flag, scale
-        if long_side // 2 >= DETECT_MAX_SIDE_PIXELS * 3 // 4:
+        if long_side // 2 >= DETECT_MAX_SIDE_PIXELS:
             return cv2.IMREAD_REDUCED_COLOR_2, 2
     return cv2.IMREAD_COLOR, 1
 
@@ -215,7 +216,7 @@ def _cascade() -> Any:
 def _faces(gray: Any, scale_x: float, scale_y: float, width: int, height: int) -> list[Box]:
     detect = _resize_long_side(gray, DETECT_MAX_SIDE_PIXELS)
     fx, fy = scale_x * gray.shape[1] / detect.shape[1], scale_y * gray.shape[0] / detect.shape[0]
-    found = _cascade().detectMultiScale(cv2.equalizeHist(detect), scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
+    found = _cascade().detectMultiScale(cv2.equalizeHist(detect), scaleFactor=1.2, minNeighbors=4, minSize=(24, 24))
     boxes = []
     for x, y, w, h in found:
         bx, by = min(width - 1, round(x * fx)), min(height - 1, round(y * fy))
@@ -259,7 +260,13 @@ def _jpeg(image: Any) -> bytes:
 
 
 def _analyse(
-    raw: bytes, *, role: ImageRole, known_faces: tuple[Box, ...], thresholds: Thresholds, max_pixels: int
+    raw: bytes,
+    *,
+    role: ImageRole,
+    known_faces: tuple[Box, ...],
+    thresholds: Thresholds,
+    max_pixels: int,
+    detect_faces: bool,
 ) -> Analysed:
     image, width, height = _decode(raw, max_pixels)
     scale_x, scale_y = width / image.shape[1], height / image.shape[0]
@@ -269,7 +276,7 @@ def _analyse(
     sharpness = float(cv2.Laplacian(metrics, cv2.CV_64F).var())
     mean, std = cv2.meanStdDev(metrics)
     brightness, contrast = float(mean[0][0]), float(std[0][0])
-    faces = _faces(gray, scale_x, scale_y, width, height)
+    faces = _faces(gray, scale_x, scale_y, width, height) if detect_faces else []
 
     quality: Quality
     if brightness < thresholds.dark_brightness_max:
@@ -278,7 +285,7 @@ def _analyse(
         quality = "overexposed"
     elif sharpness < thresholds.blurry_sharpness_max:
         quality = "blurry"
-    elif role == "face" and not faces:
+    elif role == "face" and detect_faces and not faces:
         quality = "no_face"
     else:
         quality = "ok"
@@ -298,6 +305,8 @@ def _analyse(
         faces=faces,
         phash=phash(gray),
     )
+    if not detect_faces:
+        return Analysed(analysis, thumbnail=_jpeg(thumb))
     return Analysed(analysis, thumbnail=_jpeg(thumb), thumbnail_faces_blurred=_jpeg(blur_boxes(thumb, thumb_boxes)))
 
 
