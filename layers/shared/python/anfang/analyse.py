@@ -95,9 +95,17 @@ def analyse_image(
 
     ``known_faces`` are boxes the device reported (``face.box`` of a face capture, in original pixels); they
     are blurred as well as the detected ones. A ``face`` image where no face was found is blurred whole.
+    ``detect_faces=False`` measures and makes the thumbnail only (no boxes, no blurred thumbnail).
     """
     try:
-        return _analyse(raw, role=role, known_faces=known_faces, thresholds=thresholds, max_pixels=max_pixels)
+        return _analyse(
+            raw,
+            role=role,
+            known_faces=known_faces,
+            thresholds=thresholds,
+            max_pixels=max_pixels,
+            detect_faces=detect_faces,
+        )
     except _AnalysisError as exc:
         return Analysed(ImageAnalysis(quality="error", error=exc.label))
     except (cv2.error, ValueError, MemoryError):
