@@ -133,6 +133,13 @@ def _jpeg_bomb_header(width: int, height: int) -> bytes:
     return b"\xff\xd8" + sof + b"\xff\xd9"
 
 
+def _bad_precision() -> bytes:
+    raw = bytearray(image_bytes("face_crop.jpg"))
+    sof = raw.find(b"\xff\xc0")
+    raw[sof + 4] = 7  # sample precision libjpeg does not support: the decoder gives up
+    return bytes(raw)
+
+
 HOSTILE = {
     "truncated_jpeg": ("truncated", lambda: image_bytes("face_crop.jpg")[:9000]),
     "truncated_png": ("truncated", lambda: _png_header(64, 64) + b"\x00" * 40),
@@ -142,7 +149,8 @@ HOSTILE = {
     "garbage": ("invalid_image", lambda: b"not an image at all"),
     "empty": ("invalid_image", lambda: b""),
     "jpeg_no_frame": ("invalid_image", lambda: b"\xff\xd8\xff\xe0\x00\x04ab\xff\xd9"),
-    "corrupt_jpeg_body": ("decode_failed", lambda: _jpeg_bomb_header(64, 64)),
+    "jpeg_without_scan": ("truncated", lambda: _jpeg_bomb_header(64, 64)),
+    "jpeg_bad_precision": ("decode_failed", _bad_precision),
 }
 
 
@@ -171,3 +179,19 @@ def test_phash_is_stable_under_re_encoding_and_differs_between_scenes() -> None:
     c = int(analyse_image(image_bytes("scene_noface_1280x720.jpg"), role="scene").analysis.phash or "0", 16)
     assert bin(a ^ b).count("1") <= 6
     assert bin(a ^ c).count("1") >= 16
+
+
+def test_trailing_bytes_after_the_end_of_image_are_fine() -> None:
+    raw = image_bytes("face_crop.jpg") + b"\x00vendor trailer\x00" * 10
+    assert analyse_image(raw, role="face").analysis.quality == "ok"
+
+
+def test_a_truncated_image_is_caught_even_with_an_earlier_end_marker() -> None:
+    # GIVEN a JPEG whose EXIF-like APP1 segment carries a complete tiny JPEG (its own SOS and EOI) ...
+    inner = _jpeg(np.zeros((8, 8, 3), np.uint8))
+    app1 = b"\xff\xe1" + struct.pack(">H", len(inner) + 2) + inner
+    raw = image_bytes("face_crop.jpg")
+    with_thumb = raw[:2] + app1 + raw[2:]
+    assert analyse_image(with_thumb, role="face").analysis.quality == "ok"
+    # ... WHEN the main image is cut off THEN it is still truncated
+    assert analyse_image(with_thumb[: len(with_thumb) // 2], role="face").analysis.error == "truncated"

@@ -165,9 +165,11 @@ def _jpeg_size(raw: bytes) -> tuple[int, int]:
 
 def _complete(raw: bytes, content_type: str) -> bool:
     # libjpeg and libpng fill a truncated image with grey and only warn; refuse it instead of measuring grey.
+    # Entropy-coded JPEG data stuffs every 0xFF, so an EOI after the last start-of-scan means the image ends
+    # (trailing bytes after EOI, which some cameras append, are fine; an EXIF thumbnail's EOI is not enough).
     if content_type == "image/png":
-        return b"IEND" in raw[-32:]
-    return raw.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9")
+        return raw.rfind(b"IEND") > raw.rfind(b"IDAT") > 0
+    return raw.rfind(b"\xff\xd9") > raw.rfind(b"\xff\xda") > 0
 
 
 def _reduce_flag(content_type: str, long_side: int) -> tuple[int, int]:
