@@ -24,6 +24,8 @@ from anfang.contracts import (
     Problem,
 )
 from anfang.contracts.examples import example_events
+from anfang.policies import default_policies
+from anfang.redact import record_model
 
 DRAFT: Final = "https://json-schema.org/draft/2020-12/schema"
 
@@ -58,6 +60,12 @@ def generate() -> dict[str, str]:
         files[f"events/v1/{event_type}.schema.json"] = _schema(
             model, f"urn:anfang:schema:events:v1:{event_type}", model.__name__
         )
+    for destination, policy in default_policies().items():
+        files[f"records/v1/{destination}.schema.json"] = {
+            **_schema(record_model(policy), f"urn:anfang:schema:records:v1:{destination}", f"{destination} record"),
+            "description": f"What {destination} receives, as its default policy {policy.ref} shapes it. "
+            + policy.description,
+        }
     for event_type, example in example_events().items():
         files[f"examples/{event_type}.json"] = example
     return {path: _dump(content) for path, content in sorted(files.items())}

@@ -13,7 +13,18 @@ from pydantic import AwareDatetime, Field, StringConstraints
 
 from .events import Box, EventBase, WireModel
 from .media import ImageContentType
-from .types import DeviceId, EventId, EventType, HealthCodeStatus, ImageRole, Label, Sha256Hex, SiteType, TownCode
+from .types import (
+    DeviceId,
+    Direction,
+    EventId,
+    EventType,
+    HealthCodeStatus,
+    ImageRole,
+    Label,
+    Sha256Hex,
+    SiteType,
+    TownCode,
+)
 
 RECORD_SCHEMA: Final = "anfang.record.v1"
 QUEUED_SCHEMA: Final = "anfang.queued.v1"
@@ -40,8 +51,10 @@ class ImageAnalysis(WireModel):
 class Envelope(WireModel):
     """A field encrypted for one destination: AES-256-GCM under a KMS data key.
 
-    The KMS encryption context is ``{"event_id", "field", "destination"}``, so an envelope cannot be moved
-    to another event, field or destination and still decrypt.
+    One data key serves a whole batch of one destination, so the KMS encryption context of the data key is
+    ``{"destination"}`` and the per-field context ``{"destination", "event_id", "field"}`` is bound as the
+    AES-GCM associated data (canonical JSON, sorted keys): an envelope cannot be moved to another event,
+    field or destination and still decrypt.
     """
 
     enc: Literal["A256GCM"] = "A256GCM"
@@ -93,6 +106,7 @@ class DestinationRecord(WireModel):
     site: SiteView
     captured_at: AwareDatetime
     received_at: AwareDatetime
+    direction: Direction | None = Field(default=None, description="in / out / unknown, when the policy keeps it")
     health_code: HealthCodeView | None = None
     face: RedactedBody | None = None
     vehicle: RedactedBody | None = None

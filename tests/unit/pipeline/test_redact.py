@@ -1,0 +1,139 @@
+"""Redaction policies and actions (pure: no AWS; encryption is covered by the functional privacy tests)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from anfang.contracts import DestinationRecord, HealthCodeView, SiteView
+from anfang.policies import PolicyError, default_policies, event_fields, load_policy, parse_policy
+from anfang.redact import DataKeys, Enrichment, ImageBuckets, Redactor, mask, pseudonym
+from tests.pipeline_events import TOWN, example_queued
+
+BUCKETS = ImageBuckets(raw_bucket="raw", image_bucket="images")
+SECRET = b"0123456789abcdef0123456789abcdef"
+
+
+class NoKms:
+    def generate_data_key(self, **_: Any) -> Any:
+        raise AssertionError("gov_cloud must not need KMS")
+
+
+def _gov() -> Redactor:
+    return Redactor(load_policy("gov_cloud"), secret=SECRET, town=TOWN, buckets=BUCKETS)
+
+
+def test_default_policies_load_and_name_their_versions() -> None:
+    policies = default_policies()
+    assert {name: policy.ref for name, policy in policies.items()} == {
+        "gov_cloud": "gov_cloud@1",
+        "police_video": "police_video@1",
+    }
+    assert policies["police_video"].field_action("access", "person.id_number") == "encrypt"
+    assert policies["gov_cloud"].field_action("access", "person.id_number") == "pseudonymize"
+    assert policies["gov_cloud"].field_action("access", "no.such.field") == "drop"
+    assert policies["gov_cloud"].image_action("face_capture", "face") == "none"
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ("events: {access: {fields: {person.shoe_size: keep}}}", "person.shoe_size: no such field"),
+        ("events: {access: {fields: {access.result: generalize}}}", "generalize does not apply to a enum"),
+        ("events: {alarm: {fields: {alarm.zone: generalize}}}", "generalize does not apply to a text"),
+        ("events: {face_capture: {images: {face: thumbnail_faces_blurred}}}", "sends a face image"),
+        ("events: {alarm: {images: {scene: thumbnail}}}", "may show a face unblurred"),
+        ("events: {alarm: {fields: {alarm.zone: shred}}}", "Input should be 'keep'"),
+        ("events: {parade: {}}", "Input should be 'face_capture'"),
+        ("common: {town: keep}", "not a common field"),
+        ("extra_key: 1", "Extra inputs are not permitted"),
+    ],
+)
+def test_policy_validation_names_the_problem(body: str, problem: str) -> None:
+    text = f"policy: gov_cloud\nversion: 2\ncommon: {{device_id: keep}}\n{body}\n"
+    with pytest.raises(PolicyError, match=problem):
+        parse_policy(text)
+
+
+def test_policy_must_name_the_device_id_and_itself(tmp_path: Any) -> None:
+    with pytest.raises(PolicyError, match="common.device_id"):
+        parse_policy("policy: gov_cloud\nversion: 1\n")
+    (tmp_path / "gov_cloud.yaml").write_text("policy: police_video\nversion: 1\ncommon: {device_id: keep}\n")
+    with pytest.raises(PolicyError, match="expected 'gov_cloud'"):
+        load_policy("gov_cloud", tmp_path)
+
+
+def test_every_path_of_every_event_type_is_known() -> None:
+    assert set(event_fields("visitor")) == {
+        "visitor.host_unit",
+        "visitor.purpose",
+        "visitor.visitor.name",
+        "visitor.visitor.id_number",
+        "visitor.visitor.phone",
+        "visitor.visitor.resident_ref",
+    }
+    assert event_fields("face_capture")["face.box"].kind == "box"
+
+
+def test_masks() -> None:
+    assert mask("id_number", "11010519491231002X") == "110105********002X"
+    assert mask("phone", "13812345678") == "138****5678"
+    assert mask("text", "张三") == "张*"
+    assert mask("text", "x") == "x*"
+    assert mask("plate", "浙AD12345") == "浙A*****5"
+
+
+def test_pseudonyms_are_stable_per_kind_and_secret() -> None:
+    a = pseudonym(SECRET, "id_number", "11010519491231002X")
+    assert a == pseudonym(SECRET, "id_number", "11010519491231002X")
+    assert a != pseudonym(SECRET, "phone", "11010519491231002X")
+    assert a != pseudonym(b"another-secret-of-32-bytes-00000", "id_number", "11010519491231002X")
+    assert a.startswith("pn_") and len(a) == 27
+
+
+def test_gov_cloud_access_record_shape() -> None:
+    # GIVEN the example access event with a health code from enrichment
+    queued = example_queued("access")
+    health = HealthCodeView(status="green", as_of=queued.received_at, stale=False)
+    enrichment = Enrichment(site=SiteView(site_id="s1", site_type="rural"), health_code=health)
+    # WHEN the gov cloud's record is built
+    record = json.loads(_gov().record_json(queued, enrichment, DataKeys(NoKms(), {})))
+    # THEN identifiers are pseudonymised, display fields masked, the colour kept
+    assert record["person"]["name"] == "张*"
+    assert record["person"]["phone"] == "138****5678"
+    assert record["person"]["id_number"] == pseudonym(SECRET, "id_number", "11010519491231002X")
+    assert record["access"]["credential"] == "card" and record["access"]["door"].startswith("pn_")
+    assert record["health_code"] == {"status": "green", "as_of": "2026-11-29T00:30:00Z", "stale": False}
+    assert record["redaction"] == {"policy": "gov_cloud@1"}
+    assert record["direction"] == "in" and record["town"] == TOWN
+    # AND only face-blurred thumbnails of the non-face images travel, by reference
+    assert sorted(image["role"] for image in record["images"]) == ["person", "scene"]
+    for image in record["images"]:
+        assert image["ref"].startswith("s3://images/derived/thumbnail_faces_blurred/")
+        assert (image["width"], image["height"]) == (320, 180)
+    # AND the record is also a valid generic destination record
+    DestinationRecord.model_validate(record)
+
+
+def test_gov_cloud_plate_is_generalised_to_its_province() -> None:
+    record = json.loads(
+        _gov().record_json(example_queued("plate_capture"), Enrichment(site=SiteView()), DataKeys(NoKms(), {}))
+    )
+    assert record["vehicle"] == {"plate": "浙", "plate_color": "green"}
+
+
+def test_images_without_analysis_are_not_sent_to_gov_cloud() -> None:
+    queued = example_queued("alarm")
+    bare = queued.model_copy(update={"images": [i.model_copy(update={"derived": {}}) for i in queued.images]})
+    record = json.loads(_gov().record_json(bare, Enrichment(site=SiteView()), DataKeys(NoKms(), {})))
+    assert record["images"] == []
+
+
+def test_encrypting_without_a_key_is_a_typed_error() -> None:
+    from anfang.redact import RedactError
+
+    police = Redactor(load_policy("police_video"), secret=SECRET, town=TOWN, buckets=BUCKETS)
+    with pytest.raises(RedactError, match="no KMS key"):
+        police.record(example_queued("access"), Enrichment(site=SiteView()), DataKeys(NoKms(), {}))
