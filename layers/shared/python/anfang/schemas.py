@@ -24,6 +24,7 @@ from anfang.contracts import (
     Problem,
 )
 from anfang.contracts.examples import example_events
+from anfang.openapi import openapi
 
 DRAFT: Final = "https://json-schema.org/draft/2020-12/schema"
 
@@ -60,6 +61,7 @@ def generate() -> dict[str, str]:
         )
     for event_type, example in example_events().items():
         files[f"examples/{event_type}.json"] = example
+    files["openapi.json"] = openapi()
     return {path: _dump(content) for path, content in sorted(files.items())}
 
 
