@@ -100,7 +100,10 @@ def create_stack(session: Any, prefix: str = "anfang-test") -> Stack:
         None,
         gsi={
             "IndexName": "by_device",
-            "KeySchema": [{"AttributeName": "device_id", "KeyType": "HASH"}, {"AttributeName": "pk", "KeyType": "RANGE"}],
+            "KeySchema": [
+                {"AttributeName": "device_id", "KeyType": "HASH"},
+                {"AttributeName": "pk", "KeyType": "RANGE"},
+            ],
             "Projection": {"ProjectionType": "ALL"},
         },
     )

@@ -35,7 +35,8 @@ def observe(event: Request, get_response: Callable[[Request], Response]) -> Resp
         "request handled",
         extra={"method": event.method, "route": event.path, "status": response.status_code, "town": settings.town_code},
     )
-    services.metrics.flush_metrics(raise_on_empty_metrics=False)
+    if services.metrics.metric_set:
+        services.metrics.flush_metrics()
     return response
 
 

@@ -147,7 +147,9 @@ def test_given_a_queue_that_fails_then_503_retry_later_and_nothing_is_falsely_ac
     assert [r["status"] for r in retry.json_body["results"]] == ["accepted", "duplicate"]
 
 
-def test_given_the_nonce_store_is_down_then_503_retry_later(client: Client, device: Device, stack: Stack, aws: Any) -> None:
+def test_given_the_nonce_store_is_down_then_503_retry_later(
+    client: Client, device: Device, stack: Stack, aws: Any
+) -> None:
     aws.client("dynamodb").delete_table(TableName=stack.names["nonces"])
     problem(post(client, device, batch(alarm_event())), 503, "retry_later")
 
@@ -199,7 +201,11 @@ def test_unregistered_key_is_unknown(client: Client) -> None:
     private = generate_private_key()
     stranger = Signer(key_id_for(private.public_key()), private)
     body = batch(alarm_event())
-    problem(client.http.post("/v1/events", headers=signed(stranger, "POST", "/v1/events", body), body=body), 401, "unknown_key")
+    problem(
+        client.http.post("/v1/events", headers=signed(stranger, "POST", "/v1/events", body), body=body),
+        401,
+        "unknown_key",
+    )
 
 
 def test_key_outside_its_validity_window_is_inactive(client: Client, device: Device, registry: Any) -> None:

@@ -29,7 +29,15 @@ from typing import Any, Final
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
-from anfang.contracts.events import BatchResponse, EventBase, EventError, EventResult, event_error, rejected
+from anfang.contracts.events import (
+    EVENT_MODELS,
+    BatchResponse,
+    EventBase,
+    EventError,
+    EventResult,
+    event_error,
+    rejected,
+)
 from anfang.contracts.events import validate_event as _validate_event
 from anfang.contracts.limits import MAX_BODY_BYTES, MAX_EVENTS_PER_BATCH
 from anfang.contracts.problems import ContractError, ErrorCode, ImageError
@@ -171,8 +179,9 @@ class EventIngest:
                 event = self._validate(raw)
             except ValidationError as exc:
                 event_id = raw.get("event_id") if isinstance(raw, dict) else None
-                results[index] = rejected(event_id, event_error(exc))
-                self._metrics.count("rejected", reason=ErrorCode.PAYLOAD_INVALID)
+                error = _validation_error(exc)
+                results[index] = rejected(event_id, error)
+                self._metrics.count("rejected", reason=error.code)
                 continue
             if event.event_id in in_batch:
                 results[index] = EventResult(event_id=event.event_id, status="duplicate")
@@ -264,6 +273,16 @@ class EventIngest:
                 # The events are on the queue: they stay accepted; a later copy is deduped downstream.
                 _log.warning("seen-events write failed: %s", type(exc).__name__)
                 self._metrics.count("seen_record_failed")
+
+
+def _validation_error(exc: ValidationError) -> EventError:
+    """The event's error; base64 image data past its length limit is ``image_too_large``, as after decoding."""
+    error = event_error(exc)
+    first = exc.errors(include_url=False, include_input=False, include_context=False)[0]
+    loc = first["loc"][1:] if first["loc"] and first["loc"][0] in EVENT_MODELS else first["loc"]
+    if first["type"] == "string_too_long" and len(loc) == 3 and loc[0] == "images" and loc[2] == "data":
+        return EventError(code=ErrorCode.IMAGE_TOO_LARGE, detail=error.detail, field=error.field)
+    return error
 
 
 class _ImageRejectedError(Exception):
