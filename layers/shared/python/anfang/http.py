@@ -57,9 +57,9 @@ class HttpResponse:
 
 
 def json_response(status: int, model: BaseModel | dict[str, Any]) -> HttpResponse:
-    """A JSON response of a model (serialised by pydantic, without nulls) or of a plain dict."""
+    """A JSON response of a model (serialised by pydantic, nulls kept as the schema says) or of a plain dict."""
     body = (
-        model.model_dump_json(exclude_none=True, by_alias=True)
+        model.model_dump_json(by_alias=True)
         if isinstance(model, BaseModel)
         else json.dumps(model, separators=(",", ":"))
     )
