@@ -6,6 +6,7 @@ Cold start: the environment is validated (``ApiSettings``) and the AWS clients a
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +26,7 @@ services = build_api(settings)
 logger = Logger(service=settings.service_name)  # log_event stays off: payloads are never logged
 
 app = Chalice(app_name="anfang-api")
+gc.freeze()  # everything built at cold start lives as long as the container: keep it out of the GC's scans
 ANY_CONTENT_TYPE = ["*/*"]  # the layer answers 415 itself, as problem+json
 
 

@@ -37,10 +37,10 @@ __all__ = [
 ]
 
 JSON_CONTENT_TYPE: Final = "application/json"
-# A JSON string, unrolled-loop form so long base64 strings match in C without backtracking.
-_STRING_RE: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# A JSON string once escapes are gone: quote, anything but a quote, quote.
+_STRING_RE: Final = re.compile(rb'"[^"]*"')
 _OPEN: Final = frozenset(b"[{")
-_NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
+_NOT_STRUCTURE: Final = bytes(b for b in range(256) if b not in b'[]{}"')
 
 
 class RequestError(ContractError):
@@ -95,9 +95,15 @@ def require_json_content_type(headers: Mapping[str, str]) -> None:
 def json_depth(body: bytes, limit: int) -> int:
     """The nesting depth of JSON text, counted without parsing and stopping once it passes ``limit``.
 
-    Strings are cut out first (a bracket inside a string does not nest), then only brackets are walked.
+    Escaped backslashes and quotes are dropped first (JSON escapes pair left to right, as ``replace`` scans),
+    then everything but brackets and quotes; strings are cut out of what is left (a bracket inside a
+    string does not nest) and only the brackets are walked. All but the last walk run in C.
     """
-    brackets = _STRING_RE.sub(b"", body).translate(None, _NOT_BRACKETS)
+    reduced = body.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
+    return _walk(_STRING_RE.sub(b"", reduced), limit)
+
+
+def _walk(brackets: bytes, limit: int) -> int:
     depth = deepest = 0
     for byte in brackets:
         if byte in _OPEN:

@@ -18,6 +18,8 @@ AWS calls for a 100-event batch without images, warm registry cache: 1 nonce Put
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -27,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from anfang.contracts.events import (
     EVENT_MODELS,
@@ -41,7 +43,7 @@ from anfang.contracts.events import (
 from anfang.contracts.events import validate_event as _validate_event
 from anfang.contracts.limits import MAX_BODY_BYTES, MAX_EVENTS_PER_BATCH
 from anfang.contracts.problems import ContractError, ErrorCode, ImageError
-from anfang.contracts.records import QueuedEvent, StoredImage
+from anfang.contracts.records import QUEUED_SCHEMA, StoredImage
 from anfang.contracts.signing import KeyInfo, Verifier, authorize
 from anfang.gate import authenticate
 from anfang.http import (
@@ -58,9 +60,11 @@ from anfang.observability import StageMetrics
 from anfang.queues import EventQueue
 from anfang.seen import SeenEvents
 
-__all__ = ["EventIngest", "Outcome", "parse_batch"]
+__all__ = ["EventIngest", "Outcome", "parse_batch", "queued_message"]
 
 _log = logging.getLogger(__name__)
+_NO_IMAGES: Final[set[str]] = {"images"}
+_DATETIME: Final[TypeAdapter[datetime]] = TypeAdapter(datetime)
 _RETRY: Final = EventError(code=ErrorCode.RETRY_LATER, detail="could not be queued; send it again later")
 
 
@@ -78,6 +82,33 @@ class _Pending:
     event: EventBase
     images: list[CheckedImage]
     stored: list[StoredImage] = field(default_factory=list)
+
+
+@functools.lru_cache(maxsize=16)
+def _queued_head(received_at: datetime, key_id: str) -> str:
+    # the same for every event of a request: serialised once
+    return json.dumps(
+        {"schema": QUEUED_SCHEMA, "received_at": _DATETIME.dump_python(received_at, mode="json"), "key_id": key_id},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )[:-1]
+
+
+def queued_message(event: EventBase, *, received_at: datetime, key_id: str, images: list[StoredImage]) -> str:
+    """The JSON text of ``QueuedEvent.of(event, ...)``, byte for byte, serialised without the round trip.
+
+    ``QueuedEvent.of`` dumps the event to a dict, validates it again and dumps that dict with runtime type
+    inference: about 4x the cost of dumping the already-validated event once. A unit test holds the two
+    equal for every event type, with and without images.
+    """
+    head = _queued_head(received_at, key_id)
+    body = event.model_dump_json(exclude=_NO_IMAGES, exclude_none=True)
+    stored = ",".join(image.model_dump_json(exclude_none=True) for image in images)
+    # event_id, device_id and event_type are pattern-validated: nothing in them needs escaping
+    return (
+        f'{head},"event_id":"{event.event_id}","device_id":"{event.device_id}",'
+        f'"event_type":"{event.event_type}","event":{body},"images":[{stored}]}}'  # type: ignore[attr-defined]
+    )
 
 
 def parse_batch(body: bytes) -> list[Any]:
@@ -252,10 +283,8 @@ class EventIngest:
         to_analyse: dict[str, str] = {}
         to_process: dict[str, str] = {}
         for item in pending:
-            message = QueuedEvent.of(item.event, received_at=received_at, key_id=key_id, images=item.stored)
-            (to_analyse if item.stored else to_process)[item.event.event_id] = message.model_dump_json(
-                by_alias=True, exclude_none=True
-            )
+            message = queued_message(item.event, received_at=received_at, key_id=key_id, images=item.stored)
+            (to_analyse if item.stored else to_process)[item.event.event_id] = message
         failed = self._analyse.send(to_analyse) if to_analyse else set()
         failed |= self._process.send(to_process) if to_process else set()
         queued: list[str] = []
