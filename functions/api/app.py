@@ -50,7 +50,13 @@ def health() -> Response:
 @app.route("/v1/events", methods=["POST"], content_types=ANY_CONTENT_TYPE)
 def post_events() -> Response:
     path, headers, body = _signed_request()
-    return _guard(lambda: services.ingest.handle("POST", path, headers, body).response)
+
+    def handle() -> HttpResponse:
+        outcome = services.ingest.handle("POST", path, headers, body)
+        logger.info("events handled", extra=outcome.summary)  # counts, key id and code: never payload values
+        return outcome.response
+
+    return _guard(handle)
 
 
 @app.route("/v1/health-codes", methods=["POST"], content_types=ANY_CONTENT_TYPE)
