@@ -8,7 +8,7 @@ from typing import Any
 import requests
 
 from anfang.contracts import QueuedEvent
-from tests.api_stack import alarm_event, batch, face_event, fixture_image, signed
+from tests.api_stack import ROOT, alarm_event, batch, face_event, fixture_image, signed
 from tests.integration.api.conftest import ServedApi
 
 
@@ -81,3 +81,34 @@ def test_snapshot_upload_through_the_presigned_url(served_api: ServedApi) -> Non
     s3 = served_api.session.client("s3")
     key = f"snapshots/{snapshot['snapshot_id']}.ndjson"
     assert json.loads(s3.get_object(Bucket=served_api.stack.names["snapshot_bucket"], Key=key)["Body"].read()) == line
+
+
+def test_the_documented_shell_recipe_signs_requests_the_api_accepts(served_api: ServedApi, tmp_path: Any) -> None:
+    import os
+    import shutil
+    import subprocess
+
+    from anfang.contracts import private_key_to_pem
+
+    if not (shutil.which("openssl") and shutil.which("curl")):
+        import pytest
+
+        pytest.skip("needs openssl and curl")
+    key = tmp_path / "device.key.pem"
+    key.write_bytes(private_key_to_pem(served_api.device.private_key))
+    body = tmp_path / "batch.json"
+    event = alarm_event()
+    body.write_bytes(batch(event))
+    env = {**os.environ, "API": served_api.url, "KEY": str(key), "KEYID": served_api.device.info.key_id}
+    script = ROOT / "docs" / "examples" / "signed-request.sh"
+
+    out = subprocess.run([str(script), "POST", "/v1/events", str(body)], env=env, capture_output=True, timeout=60)
+
+    assert out.returncode == 0, out.stderr
+    text = out.stdout.decode()
+    assert text.rstrip().endswith("HTTP 202"), text
+    assert json.loads(text.splitlines()[0])["results"][0] == {
+        "event_id": event["event_id"],
+        "status": "accepted",
+        "error": None,
+    }
