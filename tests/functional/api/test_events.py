@@ -255,3 +255,16 @@ def test_body_over_5_mib_is_413_before_anything_else(client: Client) -> None:
     body = b'{"events": ["' + b"x" * (5 * 1024 * 1024) + b'"]}'
     response = client.http.post("/v1/events", headers={"Content-Type": "application/json"}, body=body)
     problem(response, 413, "payload_too_large")
+
+
+def test_given_the_image_bucket_fails_then_only_events_with_images_are_retry_later(
+    client: Client, device: Device, stack: Stack, aws: Any
+) -> None:
+    aws.client("s3").delete_bucket(Bucket=stack.names["raw_bucket"])
+    alarm, face = alarm_event(), face_event()
+    body = problem(post(client, device, batch(alarm, face)), 503, "retry_later")
+    assert {r["event_id"]: r["status"] for r in body["results"]} == {
+        alarm["event_id"]: "accepted",
+        face["event_id"]: "retry_later",
+    }
+    assert drain(aws, stack.names["analyse_queue"]) == []

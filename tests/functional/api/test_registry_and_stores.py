@@ -41,9 +41,7 @@ def test_registry_read_api_for_enrichment(registry: DeviceRegistry, device: Devi
     assert registry.resolve("no-such-key") is None
 
 
-def test_nonce_and_seen_items_carry_their_ttls(
-    client: Client, device: Device, stack: Stack, aws: Any
-) -> None:
+def test_nonce_and_seen_items_carry_their_ttls(client: Client, device: Device, stack: Stack, aws: Any) -> None:
     from tests.api_stack import alarm_event
 
     body = batch(alarm_event())

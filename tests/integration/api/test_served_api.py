@@ -102,7 +102,9 @@ def test_the_documented_shell_recipe_signs_requests_the_api_accepts(served_api: 
     env = {**os.environ, "API": served_api.url, "KEY": str(key), "KEYID": served_api.device.info.key_id}
     script = ROOT / "docs" / "examples" / "signed-request.sh"
 
-    out = subprocess.run([str(script), "POST", "/v1/events", str(body)], env=env, capture_output=True, timeout=60)
+    out = subprocess.run(
+        [str(script), "POST", "/v1/events", str(body)], env=env, capture_output=True, timeout=60, check=False
+    )
 
     assert out.returncode == 0, out.stderr
     text = out.stdout.decode()

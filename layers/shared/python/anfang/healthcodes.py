@@ -68,6 +68,7 @@ from anfang.observability import StageMetrics
 
 __all__ = [
     "HEALTH_CODE_TTL_ATTRIBUTE",
+    "MIN_PEPPER_BYTES",
     "SNAPSHOT_PREFIX",
     "HealthCodeApi",
     "HealthCodeRecord",
@@ -81,6 +82,8 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 HEALTH_CODE_TTL_ATTRIBUTE: Final = "expires_at"
+#: Shortest town pepper accepted (the stack generates 32 random bytes).
+MIN_PEPPER_BYTES: Final = 16
 SNAPSHOT_PREFIX: Final = "snapshots/"
 _BATCH_WRITE: Final = 25
 _MAX_ROUNDS: Final = 6
@@ -95,8 +98,8 @@ def normalise_id_number(id_number: str) -> str:
 
 def person_key(pepper: bytes, id_number: str) -> str:
     """HMAC-SHA256(pepper, normalised ID number) as lowercase hex: the only identity the table stores."""
-    if len(pepper) < 16:
-        raise ValueError("the town pepper must have at least 16 bytes")
+    if len(pepper) < MIN_PEPPER_BYTES:
+        raise ValueError(f"the town pepper must have at least {MIN_PEPPER_BYTES} bytes")
     return hmac.new(pepper, normalise_id_number(id_number).encode("ascii"), hashlib.sha256).hexdigest()
 
 

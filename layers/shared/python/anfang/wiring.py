@@ -18,7 +18,7 @@ from aws_lambda_powertools import Metrics
 from botocore.config import Config
 
 from anfang.contracts.signing import Verifier
-from anfang.healthcodes import HealthCodeApi, HealthCodeTable, SnapshotStore
+from anfang.healthcodes import MIN_PEPPER_BYTES, HealthCodeApi, HealthCodeTable, SnapshotStore
 from anfang.images import RawImageStore
 from anfang.ingest import EventIngest
 from anfang.nonces import DynamoNonceStore
@@ -26,7 +26,7 @@ from anfang.observability import PowertoolsMetrics, StageMetrics
 from anfang.queues import EventQueue
 from anfang.registry import DeviceRegistry
 from anfang.seen import SeenEvents
-from anfang.settings import ApiSettings
+from anfang.settings import ApiSettings, SettingsError
 
 __all__ = ["ApiServices", "build_api"]
 
@@ -81,7 +81,10 @@ def build_api(settings: ApiSettings, *, session: Any = None, metrics: Any = None
     health = None
     if settings.health_codes_enabled:
         table_name, snapshots_table, bucket, pepper_parameter = settings.require_health_codes()
-        pepper = session.client("ssm", config=config).get_parameter(Name=pepper_parameter, WithDecryption=True)
+        parameter = session.client("ssm", config=config).get_parameter(Name=pepper_parameter, WithDecryption=True)
+        pepper = parameter["Parameter"]["Value"].encode("utf-8")
+        if len(pepper) < MIN_PEPPER_BYTES:
+            raise SettingsError(f"the pepper in {pepper_parameter} must have at least {MIN_PEPPER_BYTES} bytes")
         health = HealthCodeApi(
             verifier=verifier,
             table=HealthCodeTable(dynamodb, table_name, ttl_days=settings.health_code_ttl_days, executor=executor),
@@ -92,7 +95,7 @@ def build_api(settings: ApiSettings, *, session: Any = None, metrics: Any = None
                 bucket_name=bucket,
                 url_expires_secs=settings.snapshot_url_expires_secs,
             ),
-            pepper=pepper["Parameter"]["Value"].encode("utf-8"),
+            pepper=pepper,
             metrics=counters,
         )
     return ApiServices(settings=settings, registry=registry, ingest=ingest, health=health, metrics=powertools)
