@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
@@ -39,8 +40,9 @@ def stack(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Stack:
 
 
 @pytest.fixture
-def app_module(stack: Stack) -> ModuleType:
-    return load_app()
+def app_module(stack: Stack) -> Iterator[ModuleType]:
+    yield load_app()
+    gc.unfreeze()  # the app freezes the heap after its cold start; a test process has many cold starts
 
 
 @pytest.fixture

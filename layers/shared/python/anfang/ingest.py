@@ -1,10 +1,11 @@
 """The ingest verb behind ``POST /v1/events``: verify → authorize → validate each → images → dedupe → enqueue.
 
-A batch is never all-or-nothing: each event is validated on its own and gets its own result. 202 is
-answered only once every accepted event is on a queue; an event whose image store or queue write failed
-gets ``retry_later`` and the whole answer becomes 503 (problem+json with the per-event results), so the
-edge retries and no event is ever reported ``accepted`` without being queued. Known event ids answer
-``duplicate`` and are not enqueued again.
+A batch is never all-or-nothing: each event is validated on its own and gets its own result. Images are
+checked (CPU only) before the duplicate lookup but stored after it, so a retried batch does not upload the
+images of events already accepted. 202 is answered only once every accepted event is on a queue; an event
+whose image store or queue write failed gets ``retry_later`` and the whole answer becomes 503
+(problem+json with the per-event results), so the edge retries and no event is ever reported ``accepted``
+without being queued. Known event ids answer ``duplicate`` and are not enqueued again.
 
 AWS calls for a 100-event batch without images, warm registry cache: 1 nonce PutItem, 1 BatchGetItem,
 10 SendMessageBatch, 1 TransactWriteItems = 13 (0.13 per event).
@@ -65,7 +66,7 @@ __all__ = ["EventIngest", "Outcome", "parse_batch", "queued_message"]
 _log = logging.getLogger(__name__)
 _NO_IMAGES: Final[set[str]] = {"images"}
 _DATETIME: Final[TypeAdapter[datetime]] = TypeAdapter(datetime)
-_RETRY: Final = EventError(code=ErrorCode.RETRY_LATER, detail="could not be queued; send it again later")
+_RETRY: Final = EventError(code=ErrorCode.RETRY_LATER, detail="could not be stored or queued; send it again later")
 
 
 @dataclass(slots=True)
@@ -197,7 +198,7 @@ class EventIngest:
             return problem_response(
                 ErrorCode.RETRY_LATER,
                 f"{batch.retry_later} event(s) could not be queued; send them again",
-                results=[result.model_dump(mode="json", exclude_none=True) for result in final],
+                results=[result.model_dump(mode="json") for result in final],
             )
         return json_response(202, batch)
 
