@@ -24,6 +24,7 @@ from anfang.contracts import (
     Problem,
 )
 from anfang.contracts.examples import example_events
+from anfang.openapi import openapi
 from anfang.policies import default_policies
 from anfang.redact import record_model
 
@@ -68,6 +69,7 @@ def generate() -> dict[str, str]:
         }
     for event_type, example in example_events().items():
         files[f"examples/{event_type}.json"] = example
+    files["openapi.json"] = openapi()
     return {path: _dump(content) for path, content in sorted(files.items())}
 
 

@@ -1,0 +1,306 @@
+"""The device and partner registry (DynamoDB): keys, the device each key is bound to, and site facts.
+
+One table, partition key ``pk`` (S), two kinds of item:
+
+- ``key#<key_id>``: ``kind=key``, ``key_id``, ``public_key`` (32 raw bytes, base64url), ``role``
+  (``device``/``health_commission``), ``device_id`` (device keys only), ``name`` (partners), ``status``
+  (``active``/``revoked``), ``not_before``/``not_after`` (RFC 3339, optional), ``registered_at``, ``revoked_at``.
+- ``device#<device_id>``: ``kind=device``, ``device_id``, ``town``, ``site_id``, ``site_type``, ``site_name``,
+  ``registered_at``.
+
+GSI ``by_device`` (partition ``device_id``, sort ``pk``, projection ALL) lists a device and all its keys, so
+a device can hold several active keys while it rotates. Reads are cached in the process for
+``cache_ttl_secs`` (negative answers too), so a warm API resolves a key without a DynamoDB call.
+
+The pipeline reuses the read side for enrichment:
+
+>>> registry = DeviceRegistry(dynamodb_client, "anfang-330106-devices", town_code="330106")
+>>> registry.site_of("33010600001320000001")
+Site(site_id='xihu-001', site_type='residential_closed', name='Lakeside Garden')
+>>> registry.resolve(key_id).device_id
+'33010600001320000001'
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, cast
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from anfang.contracts.identifiers import validate_device_id, validate_town_code
+from anfang.contracts.keys import key_id_for, load_public_key, public_key_to_text
+from anfang.contracts.problems import ContractError, ErrorCode
+from anfang.contracts.signing import KeyInfo
+from anfang.contracts.types import SITE_TYPES, Role, SiteType
+
+__all__ = [
+    "BY_DEVICE_INDEX",
+    "DeviceOutsideTownError",
+    "DeviceRecord",
+    "DeviceRegistry",
+    "KeyExistsError",
+    "RegistryError",
+    "Site",
+    "UnknownDeviceError",
+]
+
+BY_DEVICE_INDEX: Final = "by_device"
+
+
+class RegistryError(ContractError):
+    """A registration was refused."""
+
+
+class DeviceOutsideTownError(RegistryError):
+    """The device id's admin-division prefix is not the stack's town."""
+
+
+class UnknownDeviceError(RegistryError):
+    """A device key was registered for a device that is not registered."""
+
+
+class KeyExistsError(RegistryError):
+    """That key id is registered already."""
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """Where a device is: the facts enrichment adds to a record (never taken from the payload)."""
+
+    site_id: str
+    site_type: SiteType
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    device_id: str
+    town: str
+    site: Site
+    registered_at: datetime
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()
+
+
+def _opt_time(item: dict[str, Any], name: str) -> datetime | None:
+    raw = item.get(name)
+    return datetime.fromisoformat(raw["S"]) if raw else None
+
+
+def _key_info(item: dict[str, Any]) -> KeyInfo:
+    device = item.get("device_id")
+    return KeyInfo(
+        key_id=item["key_id"]["S"],
+        public_key=load_public_key(item["public_key"]["S"]),
+        role=cast(Role, item["role"]["S"]),
+        device_id=device["S"] if device else None,
+        status="revoked" if item["status"]["S"] == "revoked" else "active",
+        not_before=_opt_time(item, "not_before"),
+        not_after=_opt_time(item, "not_after"),
+    )
+
+
+def _device_record(item: dict[str, Any]) -> DeviceRecord:
+    return DeviceRecord(
+        device_id=item["device_id"]["S"],
+        town=item["town"]["S"],
+        site=Site(
+            site_id=item["site_id"]["S"],
+            site_type=cast(SiteType, item["site_type"]["S"]),
+            name=item["site_name"]["S"],
+        ),
+        registered_at=datetime.fromisoformat(item["registered_at"]["S"]),
+    )
+
+
+class DeviceRegistry:
+    """Device and partner keys in DynamoDB; implements ``anfang.contracts.KeyResolver``.
+
+    ``client`` is a boto3 DynamoDB client (injected); ``town_code`` is the stack's town, whose prefix every
+    registered device id must carry.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        table_name: str,
+        *,
+        town_code: str,
+        cache_ttl_secs: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._client = client
+        self._table = table_name
+        self.town_code = validate_town_code(town_code)
+        self._ttl = cache_ttl_secs
+        self._clock = clock
+        self._now = now
+        self._cache: dict[str, tuple[float, Any]] = {}
+
+    # ------------------------------------------------------------------------------------------------ reads
+
+    def resolve(self, key_id: str) -> KeyInfo | None:
+        """The key registered under ``key_id`` (active or revoked), or None; cached."""
+        item = self._get(f"key#{key_id}")
+        return _key_info(item) if item is not None else None
+
+    def device(self, device_id: str) -> DeviceRecord | None:
+        """The registered device, or None; cached."""
+        item = self._get(f"device#{device_id}")
+        return _device_record(item) if item is not None else None
+
+    def site_of(self, device_id: str) -> Site | None:
+        """The site of a registered device, or None (what enrichment adds to a record)."""
+        record = self.device(device_id)
+        return record.site if record is not None else None
+
+    def keys_of(self, device_id: str) -> list[KeyInfo]:
+        """Every key registered for a device, active and revoked (not cached: an admin read)."""
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": BY_DEVICE_INDEX,
+            "KeyConditionExpression": "device_id = :d AND begins_with(pk, :k)",
+            "ExpressionAttributeValues": {":d": _s(device_id), ":k": _s("key#")},
+        }
+        while True:
+            page = self._client.query(**kwargs)
+            items.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return [_key_info(item) for item in items]
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def invalidate(self, key_id: str | None = None) -> None:
+        """Forget cached reads (one key, or everything)."""
+        if key_id is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(f"key#{key_id}", None)
+
+    def _get(self, pk: str) -> dict[str, Any] | None:
+        now = self._clock()
+        hit = self._cache.get(pk)
+        if hit is not None and hit[0] > now:
+            return cast(dict[str, Any] | None, hit[1])
+        item = self._client.get_item(TableName=self._table, Key={"pk": _s(pk)}).get("Item")
+        if self._ttl > 0:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[pk] = (now + self._ttl, item)
+        return cast(dict[str, Any] | None, item)
+
+    # ------------------------------------------------------------------------------------------------ writes
+
+    def register_device(self, device_id: str, site: Site) -> DeviceRecord:
+        """Register (or update the site of) a device; refuses device ids outside the stack's town."""
+        try:
+            validate_device_id(device_id)
+        except ValueError as exc:
+            raise RegistryError(str(exc), code=ErrorCode.PAYLOAD_INVALID) from None
+        if not device_id.startswith(self.town_code):
+            raise DeviceOutsideTownError(
+                f"device id's division prefix is not town {self.town_code}", code=ErrorCode.FORBIDDEN_DEVICE
+            )
+        if site.site_type not in SITE_TYPES:
+            raise RegistryError(f"site_type must be one of {', '.join(SITE_TYPES)}", code=ErrorCode.PAYLOAD_INVALID)
+        record = DeviceRecord(device_id=device_id, town=self.town_code, site=site, registered_at=self._now())
+        self._client.put_item(
+            TableName=self._table,
+            Item={
+                "pk": _s(f"device#{device_id}"),
+                "kind": _s("device"),
+                "device_id": _s(device_id),
+                "town": _s(self.town_code),
+                "site_id": _s(site.site_id),
+                "site_type": _s(site.site_type),
+                "site_name": _s(site.name),
+                "registered_at": _s(_iso(record.registered_at)),
+            },
+        )
+        self._cache.pop(f"device#{device_id}", None)
+        return record
+
+    def add_key(
+        self,
+        public_key: Ed25519PublicKey | str,
+        *,
+        role: Role,
+        device_id: str | None = None,
+        name: str | None = None,
+        not_before: datetime | None = None,
+        not_after: datetime | None = None,
+    ) -> KeyInfo:
+        """Register a key: a device key is bound to a registered device; a partner key to a role and a name.
+
+        A device may hold several active keys (rotation: add the new one, then revoke the old one).
+        The key id is the key's RFC 7638 thumbprint.
+        """
+        key = load_public_key(public_key) if isinstance(public_key, str) else public_key
+        if role == "device":
+            if device_id is None:
+                raise RegistryError("a device key needs a device_id", code=ErrorCode.PAYLOAD_INVALID)
+            if not device_id.startswith(self.town_code):
+                raise DeviceOutsideTownError(
+                    f"device id's division prefix is not town {self.town_code}", code=ErrorCode.FORBIDDEN_DEVICE
+                )
+            if self.device(device_id) is None:
+                raise UnknownDeviceError("register the device first", code=ErrorCode.PAYLOAD_INVALID)
+        elif device_id is not None:
+            raise RegistryError("a partner key is not bound to a device", code=ErrorCode.PAYLOAD_INVALID)
+        info = KeyInfo(
+            key_id=key_id_for(key),
+            public_key=key,
+            role=role,
+            device_id=device_id,
+            not_before=not_before,
+            not_after=not_after,
+        )
+        item: dict[str, Any] = {
+            "pk": _s(f"key#{info.key_id}"),
+            "kind": _s("key"),
+            "key_id": _s(info.key_id),
+            "public_key": _s(public_key_to_text(key)),
+            "role": _s(role),
+            "status": _s("active"),
+            "registered_at": _s(_iso(self._now())),
+        }
+        if device_id is not None:
+            item["device_id"] = _s(device_id)
+        if name is not None:
+            item["name"] = _s(name)
+        if not_before is not None:
+            item["not_before"] = _s(_iso(not_before))
+        if not_after is not None:
+            item["not_after"] = _s(_iso(not_after))
+        try:
+            self._client.put_item(TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)")
+        except self._client.exceptions.ConditionalCheckFailedException:
+            raise KeyExistsError("this key is registered already", code=ErrorCode.PAYLOAD_INVALID) from None
+        self.invalidate(info.key_id)
+        return info
+
+    def revoke_key(self, key_id: str) -> None:
+        """Mark a key revoked (kept for audit); requests signed with it then fail with ``key_revoked``."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key={"pk": _s(f"key#{key_id}")},
+                UpdateExpression="SET #s = :r, revoked_at = :t",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":r": _s("revoked"), ":t": _s(_iso(self._now()))},
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            raise RegistryError("no such key", code=ErrorCode.UNKNOWN_KEY) from None
+        self.invalidate(key_id)

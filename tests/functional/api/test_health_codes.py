@@ -1,0 +1,154 @@
+"""Health-code routes in moto: deltas (ID numbers hashed on arrival), snapshots, purge, feature switch."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any
+
+import pytest
+from chalice.test import Client
+
+from anfang.contracts import find_resident_ids
+from anfang.healthcodes import SnapshotStore, person_key
+from tests.api_stack import PEPPER, Device, Stack, load_app, signed
+
+ID_NUMBER = "11010519491231002X"
+
+
+def call(client: Client, who: Device, method: str, path: str, doc: Any = None) -> Any:
+    body = b"" if doc is None else json.dumps(doc).encode()
+    return client.http.request(method, path, headers=signed(who.signer, method, path, body), body=body)
+
+
+def problem(response: Any, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.body
+    body = json.loads(response.body)
+    assert body["code"] == code, body
+    return body  # type: ignore[no-any-return]
+
+
+def test_person_key_is_hmac_of_the_normalised_id_number() -> None:
+    expected = hmac.new(PEPPER.encode(), ID_NUMBER.encode(), hashlib.sha256).hexdigest()
+    assert person_key(PEPPER.encode(), " 11010519491231002x ") == expected
+
+
+def test_given_deltas_then_valid_ones_are_stored_by_person_key_and_no_id_number_is_kept(
+    client: Client, partner: Device, stack: Stack, aws: Any
+) -> None:
+    own_key = "ab" * 32
+    deltas = [
+        {"id_number": ID_NUMBER, "status": "green", "updated_at": "2026-11-29T08:00:00+08:00"},
+        {"person_key": own_key, "status": "red", "updated_at": "2026-11-29T08:00:00+08:00"},
+        {"id_number": "110105194912310021", "status": "green", "updated_at": "2026-11-29T08:00:00+08:00"},
+        {"id_number": ID_NUMBER, "person_key": own_key, "status": "green", "updated_at": "2026-11-29T08:00:00Z"},
+        {"person_key": own_key, "status": "purple", "updated_at": "2026-11-29T08:00:00Z"},
+    ]
+    response = call(client, partner, "POST", "/v1/health-codes", {"deltas": deltas})
+
+    assert response.status_code == 200, response.body
+    body = response.json_body
+    assert (body["applied"], body["rejected"]) == (2, 3)
+    assert [e["index"] for e in body["errors"]] == [2, 3, 4]
+    assert not find_resident_ids(response.body.decode() if isinstance(response.body, bytes) else response.body)
+    items = aws.client("dynamodb").scan(TableName=stack.names["health_codes"])["Items"]
+    assert {i["person_key"]["S"]: i["status"]["S"] for i in items} == {
+        person_key(PEPPER.encode(), ID_NUMBER): "green",
+        own_key: "red",
+    }
+    assert not find_resident_ids(json.dumps(items))
+    assert all(int(i["expires_at"]["N"]) > 0 and i["source_version"]["S"].startswith("delta:") for i in items)
+
+
+def test_a_device_key_may_not_touch_health_codes(client: Client, device: Device) -> None:
+    problem(call(client, device, "DELETE", "/v1/health-codes"), 403, "forbidden_role")
+    problem(call(client, device, "POST", "/v1/health-codes/snapshots"), 403, "forbidden_role")
+
+
+def test_delta_request_errors(client: Client, partner: Device) -> None:
+    delta = {"person_key": "ab" * 32, "status": "green", "updated_at": "2026-11-29T08:00:00Z"}
+    problem(call(client, partner, "POST", "/v1/health-codes", {"deltas": []}), 422, "payload_invalid")
+    problem(call(client, partner, "POST", "/v1/health-codes", {"records": [delta]}), 422, "payload_invalid")
+    problem(call(client, partner, "POST", "/v1/health-codes", {"deltas": [delta] * 10_001}), 413, "payload_too_large")
+    bad_json = b'{"deltas": ['
+    headers = signed(partner.signer, "POST", "/v1/health-codes", bad_json)
+    problem(client.http.post("/v1/health-codes", headers=headers, body=bad_json), 400, "malformed_json")
+    problem(client.http.post("/v1/health-codes", body=b"{}"), 401, "signature_missing")
+
+
+def test_10000_deltas_in_one_request(client: Client, partner: Device, stack: Stack, aws: Any) -> None:
+    deltas = [
+        {"person_key": f"{n:064x}", "status": "yellow", "updated_at": "2026-11-29T08:00:00Z"} for n in range(10_000)
+    ]
+    response = call(client, partner, "POST", "/v1/health-codes", {"deltas": deltas})
+    assert response.json_body == {"applied": 10_000, "rejected": 0, "errors": []}
+    assert aws.client("dynamodb").describe_table(TableName=stack.names["health_codes"])["Table"]["ItemCount"] >= 0
+
+
+def test_snapshot_lifecycle(client: Client, partner: Device, stack: Stack, aws: Any) -> None:
+    created = call(client, partner, "POST", "/v1/health-codes/snapshots")
+    assert created.status_code == 201, created.body
+    snapshot = created.json_body
+    assert snapshot["status"] == "awaiting_upload" and snapshot["upload_method"] == "PUT"
+    assert stack.names["snapshot_bucket"] in snapshot["upload_url"]
+    path = f"/v1/health-codes/snapshots/{snapshot['snapshot_id']}"
+
+    status = call(client, partner, "GET", path)
+    assert status.json_body["status"] == "awaiting_upload"
+    assert status.json_body["counts"] == {"received": 0, "imported": 0, "rejected": 0}
+
+    # WHEN the import function reports progress THEN the status route shows it
+    store = SnapshotStore(
+        aws.client("dynamodb"),
+        aws.client("s3"),
+        table_name=stack.names["snapshots"],
+        bucket_name=stack.names["snapshot_bucket"],
+    )
+    assert store.snapshot_id_of(SnapshotStore.object_key(snapshot["snapshot_id"])) == snapshot["snapshot_id"]
+    store.mark_importing(snapshot["snapshot_id"])
+    store.mark_done(snapshot["snapshot_id"], received=3, imported=2, rejected=1)
+    done = call(client, partner, "GET", path).json_body
+    assert done["status"] == "imported" and done["counts"] == {"received": 3, "imported": 2, "rejected": 1}
+
+    problem(call(client, partner, "GET", "/v1/health-codes/snapshots/" + "0" * 32), 404, "not_found")
+    problem(call(client, partner, "GET", "/v1/health-codes/snapshots/not-an-id"), 404, "not_found")
+    problem(call(client, partner, "POST", "/v1/health-codes/snapshots", {"x": 1}), 422, "payload_invalid")
+
+
+def test_purge_deletes_every_record_and_snapshot_file(client: Client, partner: Device, stack: Stack, aws: Any) -> None:
+    deltas = [{"person_key": f"{n:064x}", "status": "red", "updated_at": "2026-11-29T08:00:00Z"} for n in range(30)]
+    call(client, partner, "POST", "/v1/health-codes", {"deltas": deltas})
+    aws.client("s3").put_object(Bucket=stack.names["snapshot_bucket"], Key="snapshots/x.ndjson", Body=b"{}\n")
+
+    response = call(client, partner, "DELETE", "/v1/health-codes")
+
+    assert response.json_body == {"deleted": 30, "snapshots_deleted": 1}
+    assert aws.client("dynamodb").scan(TableName=stack.names["health_codes"])["Items"] == []
+    assert call(client, partner, "DELETE", "/v1/health-codes").json_body == {"deleted": 0, "snapshots_deleted": 0}
+
+
+def test_health_code_storage_down_is_503(client: Client, partner: Device, stack: Stack, aws: Any) -> None:
+    aws.client("dynamodb").delete_table(TableName=stack.names["health_codes"])
+    delta = {"person_key": "ab" * 32, "status": "green", "updated_at": "2026-11-29T08:00:00Z"}
+    problem(call(client, partner, "POST", "/v1/health-codes", {"deltas": [delta]}), 503, "retry_later")
+
+
+def test_given_health_codes_switched_off_then_the_routes_are_404(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HEALTH_CODES_ENABLED", "false")
+    module = load_app("anfang_api_app_no_health")
+    from tests.api_stack import register_partner
+
+    partner = register_partner(module.services.registry)
+    assert module.services.health is None
+    with Client(module.app) as client:
+        problem(call(client, partner, "DELETE", "/v1/health-codes"), 404, "not_found")
+
+
+def test_bad_environment_fails_the_cold_start(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    from anfang.settings import SettingsError
+
+    monkeypatch.setenv("TOWN_CODE", "0123")
+    monkeypatch.delenv("PROCESS_QUEUE_URL")
+    with pytest.raises(SettingsError, match="PROCESS_QUEUE_URL, TOWN_CODE"):
+        load_app("anfang_api_app_bad_env")

@@ -1,0 +1,78 @@
+"""Adapters against moto: registry rules and read API, nonce and seen-event TTLs, metrics and logs."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from chalice.test import Client
+
+from anfang.contracts import generate_private_key
+from anfang.registry import DeviceOutsideTownError, DeviceRegistry, KeyExistsError, Site, UnknownDeviceError
+from tests.api_stack import DEVICE_ID, Device, Stack, batch, signed
+
+
+def test_registry_refuses_devices_outside_the_town(registry: DeviceRegistry) -> None:
+    with pytest.raises(DeviceOutsideTownError):
+        registry.register_device("11010500001320000001", Site("bj-1", "rural", "elsewhere"))
+    with pytest.raises(DeviceOutsideTownError):
+        registry.add_key(generate_private_key().public_key(), role="device", device_id="11010500001320000001")
+
+
+def test_registry_refuses_keys_for_unknown_devices_and_twice_the_same_key(registry: DeviceRegistry) -> None:
+    key = generate_private_key().public_key()
+    with pytest.raises(UnknownDeviceError):
+        registry.add_key(key, role="device", device_id=DEVICE_ID)
+    registry.register_device(DEVICE_ID, Site("xihu-001", "residential_closed", "Lakeside Garden"))
+    registry.add_key(key, role="device", device_id=DEVICE_ID)
+    with pytest.raises(KeyExistsError):
+        registry.add_key(key, role="device", device_id=DEVICE_ID)
+
+
+def test_registry_read_api_for_enrichment(registry: DeviceRegistry, device: Device) -> None:
+    assert registry.site_of(DEVICE_ID) == Site("xihu-001", "residential_closed", "Lakeside Garden")
+    assert registry.site_of("33010600001320009999") is None
+    record = registry.device(DEVICE_ID)
+    assert record is not None and record.town == "330106"
+    resolved = registry.resolve(device.info.key_id)
+    assert resolved is not None and resolved.device_id == DEVICE_ID and resolved.role == "device"
+    assert registry.resolve("no-such-key") is None
+
+
+def test_nonce_and_seen_items_carry_their_ttls(client: Client, device: Device, stack: Stack, aws: Any) -> None:
+    from tests.api_stack import alarm_event
+
+    body = batch(alarm_event())
+    assert client.http.post("/v1/events", headers=signed(device.signer, "POST", "/v1/events", body), body=body)
+    ddb = aws.client("dynamodb")
+    now = time.time()
+    (nonce,) = ddb.scan(TableName=stack.names["nonces"])["Items"]
+    assert 590 <= int(nonce["expires_at"]["N"]) - now <= 610
+    (seen,) = ddb.scan(TableName=stack.names["seen"])["Items"]
+    assert int(seen["expires_at"]["N"]) - now >= 30 * 86_400
+    assert seen["key_id"]["S"] == device.info.key_id
+
+
+def test_metrics_are_emf_with_town_and_reason_and_logs_carry_no_payload(
+    client: Client, device: Device, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.api_stack import alarm_event
+
+    secret = "11010519491231002X"
+    good = alarm_event()
+    bad = alarm_event(alarm={"kind": "loitering", "severity": "info", "zone": secret, "extra": secret})
+    body = batch(good, bad)
+    client.http.post("/v1/events", headers=signed(device.signer, "POST", "/v1/events", body), body=body)
+
+    out = capsys.readouterr()
+    lines = [json.loads(line) for line in out.out.splitlines() if line.startswith("{")]
+    emf = [line for line in lines if "_aws" in line]
+    assert any(line.get("received") == [2.0] and line["town"] == "330106" for line in emf)
+    assert any(line.get("reason") == "payload_invalid" and "rejected" in line for line in emf)
+    records = [vars(record) for record in caplog.records]
+    assert any(r["msg"] == "events handled" and r.get("accepted") == 1 for r in records)
+    everything = out.out + out.err + json.dumps(records, default=str)
+    assert secret not in everything
+    assert good["event_id"] not in everything

@@ -1,0 +1,116 @@
+"""The API over real HTTP against a moto server: signed batches in, messages on the queues, images in the bucket."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import requests
+
+from anfang.contracts import QueuedEvent
+from tests.api_stack import ROOT, alarm_event, batch, face_event, fixture_image, signed
+from tests.integration.api.conftest import ServedApi
+
+
+def receive_all(sqs: Any, url: str) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    while True:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        if not got:
+            return messages
+        for message in got:
+            messages.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def test_given_a_signed_batch_over_http_then_events_are_on_the_queues_and_images_in_the_bucket(
+    served_api: ServedApi,
+) -> None:
+    sqs = served_api.session.client("sqs")
+    for queue in ("analyse_queue", "process_queue"):  # other tests of the package share the stack
+        receive_all(sqs, served_api.stack.names[queue])
+    faces = [face_event(fixture_image(name)) for name in ("face_crop.jpg", "astronaut_512.jpg")]
+    alarms = [alarm_event() for _ in range(3)]
+    body = batch(*faces, *alarms)
+    headers = signed(served_api.device.signer, "POST", "/v1/events", body)
+
+    response = requests.post(served_api.url + "/v1/events", data=body, headers=headers, timeout=30)
+
+    assert response.status_code == 202, response.text
+    assert response.json()["accepted"] == 5
+    analysed = receive_all(sqs, served_api.stack.names["analyse_queue"])
+    processed = receive_all(sqs, served_api.stack.names["process_queue"])
+    assert sorted(m["event_id"] for m in analysed) == sorted(e["event_id"] for e in faces)
+    assert sorted(m["event_id"] for m in processed) == sorted(e["event_id"] for e in alarms)
+    s3 = served_api.session.client("s3")
+    for message in analysed:
+        queued = QueuedEvent.model_validate(message)
+        (stored,) = queued.images
+        obj = s3.get_object(Bucket=served_api.stack.names["raw_bucket"], Key=stored.ref)
+        assert obj["Body"].read().startswith(b"\xff\xd8\xff")
+        assert obj["ServerSideEncryption"] == "aws:kms"
+        assert (stored.width, stored.height) != (0, 0)
+
+    # and the same batch again is answered with duplicates, nothing new on the queues
+    again = requests.post(
+        served_api.url + "/v1/events",
+        data=body,
+        headers=signed(served_api.device.signer, "POST", "/v1/events", body),
+        timeout=30,
+    )
+    assert again.json()["duplicate"] == 5
+    assert receive_all(sqs, served_api.stack.names["process_queue"]) == []
+
+
+def test_errors_over_http_are_problem_json_with_date(served_api: ServedApi) -> None:
+    response = requests.post(served_api.url + "/v1/events", data=b"{}", headers={"Content-Type": "application/json"})
+    assert response.status_code == 401
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert response.headers["Date"]
+    assert response.json()["code"] == "signature_missing"
+
+
+def test_snapshot_upload_through_the_presigned_url(served_api: ServedApi) -> None:
+    headers = signed(served_api.partner.signer, "POST", "/v1/health-codes/snapshots", b"")
+    created = requests.post(served_api.url + "/v1/health-codes/snapshots", data=b"", headers=headers, timeout=30)
+    assert created.status_code == 201, created.text
+    snapshot = created.json()
+    line = {"person_key": "ab" * 32, "status": "green", "updated_at": "2026-11-29T08:00:00Z"}
+    put = requests.put(snapshot["upload_url"], data=(json.dumps(line) + "\n").encode(), timeout=30)
+    assert put.status_code == 200, put.text
+    s3 = served_api.session.client("s3")
+    key = f"snapshots/{snapshot['snapshot_id']}.ndjson"
+    assert json.loads(s3.get_object(Bucket=served_api.stack.names["snapshot_bucket"], Key=key)["Body"].read()) == line
+
+
+def test_the_documented_shell_recipe_signs_requests_the_api_accepts(served_api: ServedApi, tmp_path: Any) -> None:
+    import os
+    import shutil
+    import subprocess
+
+    from anfang.contracts import private_key_to_pem
+
+    if not (shutil.which("openssl") and shutil.which("curl")):
+        import pytest
+
+        pytest.skip("needs openssl and curl")
+    key = tmp_path / "device.key.pem"
+    key.write_bytes(private_key_to_pem(served_api.device.private_key))
+    body = tmp_path / "batch.json"
+    event = alarm_event()
+    body.write_bytes(batch(event))
+    env = {**os.environ, "API": served_api.url, "KEY": str(key), "KEYID": served_api.device.info.key_id}
+    script = ROOT / "docs" / "examples" / "signed-request.sh"
+
+    out = subprocess.run(
+        [str(script), "POST", "/v1/events", str(body)], env=env, capture_output=True, timeout=60, check=False
+    )
+
+    assert out.returncode == 0, out.stderr
+    text = out.stdout.decode()
+    assert text.rstrip().endswith("HTTP 202"), text
+    assert json.loads(text.splitlines()[0])["results"][0] == {
+        "event_id": event["event_id"],
+        "status": "accepted",
+        "error": None,
+    }
