@@ -56,7 +56,7 @@ class Stack:
             "RAW_IMAGE_BUCKET_NAME": self.names["raw_bucket"],
             "RAW_IMAGE_KMS_KEY_ID": self.names["kms_key"],
             "HEALTH_CODE_SNAPSHOT_BUCKET_NAME": self.names["snapshot_bucket"],
-            "HEALTH_CODE_PEPPER_PARAMETER_NAME": self.names["pepper"],
+            "HEALTH_CODE_PEPPER_SECRET_ARN": self.names["pepper"],
             "ANALYSE_QUEUE_URL": self.names["analyse_queue"],
             "PROCESS_QUEUE_URL": self.names["process_queue"],
             "POWERTOOLS_METRICS_NAMESPACE": "anfang-test",
@@ -88,7 +88,7 @@ def create_stack(session: Any, prefix: str = "anfang-test") -> Stack:
     sqs = session.client("sqs", region_name=REGION)
     s3 = session.client("s3", region_name=REGION)
     kms = session.client("kms", region_name=REGION)
-    ssm = session.client("ssm", region_name=REGION)
+    secretsmanager = session.client("secretsmanager", region_name=REGION)
     stack = Stack(prefix)
     n = stack.names
     n["devices"], n["nonces"], n["seen"] = f"{prefix}-devices", f"{prefix}-nonces", f"{prefix}-seen-events"
@@ -117,8 +117,7 @@ def create_stack(session: Any, prefix: str = "anfang-test") -> Stack:
         s3.create_bucket(Bucket=bucket)
     for queue in ("analyse", "process"):
         n[f"{queue}_queue"] = sqs.create_queue(QueueName=f"{prefix}-{queue}")["QueueUrl"]
-    n["pepper"] = f"/{prefix}/health-code-pepper"
-    ssm.put_parameter(Name=n["pepper"], Value=PEPPER, Type="SecureString")
+    n["pepper"] = secretsmanager.create_secret(Name=f"{prefix}-health-code-pepper", SecretString=PEPPER)["ARN"]
     return stack
 
 

@@ -74,7 +74,9 @@ __all__ = [
     "HealthCodeRecord",
     "HealthCodeTable",
     "SnapshotStore",
+    "PepperError",
     "health_code_item",
+    "load_pepper",
     "normalise_id_number",
     "person_key",
 ]
@@ -89,6 +91,26 @@ _BATCH_WRITE: Final = 25
 _MAX_ROUNDS: Final = 6
 _SNAPSHOT_ID_RE: Final = re.compile(r"[0-9a-f]{32}")
 _SNAPSHOT_RECORD_TTL_SECS: Final = 90 * 86_400
+
+
+class PepperError(Exception):
+    """The town pepper is missing or too short (the function must not start without it)."""
+
+
+def load_pepper(secretsmanager: Any, secret_id: str) -> bytes:
+    """The town pepper from Secrets Manager (Powertools parameters, cached per cold start)."""
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider  # noqa: PLC0415 - cloud extra
+
+    value = SecretsProvider(boto3_client=secretsmanager).get(secret_id, max_age=3600)
+    if isinstance(value, str):
+        pepper = value.encode("utf-8")
+    elif isinstance(value, bytes):
+        pepper = value
+    else:
+        raise PepperError(f"the pepper in {secret_id} is not a string")
+    if len(pepper) < MIN_PEPPER_BYTES:
+        raise PepperError(f"the pepper in {secret_id} must have at least {MIN_PEPPER_BYTES} bytes")
+    return pepper
 
 
 def normalise_id_number(id_number: str) -> str:

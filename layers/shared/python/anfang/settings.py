@@ -43,8 +43,8 @@ class ApiSettings(BaseModel):
     health_codes_table_name: str | None = Field(default=None, alias="HEALTH_CODES_TABLE_NAME")
     health_code_snapshots_table_name: str | None = Field(default=None, alias="HEALTH_CODE_SNAPSHOTS_TABLE_NAME")
     health_code_snapshot_bucket_name: str | None = Field(default=None, alias="HEALTH_CODE_SNAPSHOT_BUCKET_NAME")
-    health_code_pepper_parameter_name: str | None = Field(
-        default=None, alias="HEALTH_CODE_PEPPER_PARAMETER_NAME", description="SSM SecureString with the town pepper"
+    health_code_pepper_secret_arn: str | None = Field(
+        default=None, alias="HEALTH_CODE_PEPPER_SECRET_ARN", description="Secrets Manager secret: the town pepper"
     )
     health_code_ttl_days: int = Field(default=30, ge=1, le=3650, alias="HEALTH_CODE_TTL_DAYS")
     snapshot_url_expires_secs: int = Field(default=900, ge=60, le=43_200, alias="SNAPSHOT_URL_EXPIRES_SECS")
@@ -66,12 +66,12 @@ class ApiSettings(BaseModel):
             self.health_codes_table_name,
             self.health_code_snapshots_table_name,
             self.health_code_snapshot_bucket_name,
-            self.health_code_pepper_parameter_name,
+            self.health_code_pepper_secret_arn,
         )
         if any(not name for name in names):
             raise SettingsError(
                 "HEALTH_CODES_ENABLED needs HEALTH_CODES_TABLE_NAME, HEALTH_CODE_SNAPSHOTS_TABLE_NAME, "
-                "HEALTH_CODE_SNAPSHOT_BUCKET_NAME and HEALTH_CODE_PEPPER_PARAMETER_NAME"
+                "HEALTH_CODE_SNAPSHOT_BUCKET_NAME and HEALTH_CODE_PEPPER_SECRET_ARN"
             )
         return names  # type: ignore[return-value]
 

@@ -18,7 +18,7 @@ from aws_lambda_powertools import Metrics
 from botocore.config import Config
 
 from anfang.contracts.signing import Verifier
-from anfang.healthcodes import MIN_PEPPER_BYTES, HealthCodeApi, HealthCodeTable, SnapshotStore
+from anfang.healthcodes import HealthCodeApi, HealthCodeTable, SnapshotStore, load_pepper
 from anfang.images import RawImageStore
 from anfang.ingest import EventIngest
 from anfang.nonces import DynamoNonceStore
@@ -26,7 +26,7 @@ from anfang.observability import PowertoolsMetrics, StageMetrics
 from anfang.queues import EventQueue
 from anfang.registry import DeviceRegistry
 from anfang.seen import SeenEvents
-from anfang.settings import ApiSettings, SettingsError
+from anfang.settings import ApiSettings
 
 __all__ = ["ApiServices", "build_api"]
 
@@ -80,11 +80,8 @@ def build_api(settings: ApiSettings, *, session: Any = None, metrics: Any = None
     )
     health = None
     if settings.health_codes_enabled:
-        table_name, snapshots_table, bucket, pepper_parameter = settings.require_health_codes()
-        parameter = session.client("ssm", config=config).get_parameter(Name=pepper_parameter, WithDecryption=True)
-        pepper = parameter["Parameter"]["Value"].encode("utf-8")
-        if len(pepper) < MIN_PEPPER_BYTES:
-            raise SettingsError(f"the pepper in {pepper_parameter} must have at least {MIN_PEPPER_BYTES} bytes")
+        table_name, snapshots_table, bucket, pepper_secret = settings.require_health_codes()
+        pepper = load_pepper(session.client("secretsmanager", config=config), pepper_secret)
         health = HealthCodeApi(
             verifier=verifier,
             table=HealthCodeTable(dynamodb, table_name, ttl_days=settings.health_code_ttl_days, executor=executor),
