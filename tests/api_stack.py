@@ -148,7 +148,7 @@ def register_device(registry: DeviceRegistry, device_id: str = DEVICE_ID, *, new
     if new_device:
         registry.register_device(device_id, Site("xihu-001", "residential_closed", "Lakeside Garden"))
     private = generate_private_key()
-    info = registry.add_key(private.public_key(), role="device", device_id=device_id)
+    info = registry.add_key(private.public_key(), role="device", device_ids=[device_id])
     return Device(device_id, private, info)
 
 

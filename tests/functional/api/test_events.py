@@ -216,7 +216,10 @@ def test_key_outside_its_validity_window_is_inactive(client: Client, device: Dev
 
     private = generate_private_key()
     info = registry.add_key(
-        private.public_key(), role="device", device_id=device.device_id, not_after=datetime.now(UTC) - timedelta(days=1)
+        private.public_key(),
+        role="device",
+        device_ids=[device.device_id],
+        not_after=datetime.now(UTC) - timedelta(days=1),
     )
     problem(post(client, Dev(device.device_id, private, info), batch(alarm_event())), 401, "key_inactive")
 

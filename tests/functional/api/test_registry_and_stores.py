@@ -18,17 +18,17 @@ def test_registry_refuses_devices_outside_the_town(registry: DeviceRegistry) -> 
     with pytest.raises(DeviceOutsideTownError):
         registry.register_device("11010500001320000001", Site("bj-1", "rural", "elsewhere"))
     with pytest.raises(DeviceOutsideTownError):
-        registry.add_key(generate_private_key().public_key(), role="device", device_id="11010500001320000001")
+        registry.add_key(generate_private_key().public_key(), role="device", device_ids=["11010500001320000001"])
 
 
 def test_registry_refuses_keys_for_unknown_devices_and_twice_the_same_key(registry: DeviceRegistry) -> None:
     key = generate_private_key().public_key()
     with pytest.raises(UnknownDeviceError):
-        registry.add_key(key, role="device", device_id=DEVICE_ID)
+        registry.add_key(key, role="device", device_ids=[DEVICE_ID])
     registry.register_device(DEVICE_ID, Site("xihu-001", "residential_closed", "Lakeside Garden"))
-    registry.add_key(key, role="device", device_id=DEVICE_ID)
+    registry.add_key(key, role="device", device_ids=[DEVICE_ID])
     with pytest.raises(KeyExistsError):
-        registry.add_key(key, role="device", device_id=DEVICE_ID)
+        registry.add_key(key, role="device", device_ids=[DEVICE_ID])
 
 
 def test_registry_read_api_for_enrichment(registry: DeviceRegistry, device: Device) -> None:
@@ -37,7 +37,7 @@ def test_registry_read_api_for_enrichment(registry: DeviceRegistry, device: Devi
     record = registry.device(DEVICE_ID)
     assert record is not None and record.town == "330106"
     resolved = registry.resolve(device.info.key_id)
-    assert resolved is not None and resolved.device_id == DEVICE_ID and resolved.role == "device"
+    assert resolved is not None and resolved.device_ids == {DEVICE_ID} and resolved.role == "device"
     assert registry.resolve("no-such-key") is None
 
 
@@ -76,3 +76,29 @@ def test_metrics_are_emf_with_town_and_reason_and_logs_carry_no_payload(
     everything = out.out + out.err + json.dumps(records, default=str)
     assert secret not in everything
     assert good["event_id"] not in everything
+
+
+def test_a_gateway_key_sends_for_every_device_behind_it(registry: DeviceRegistry, client: Client) -> None:
+    from anfang.contracts import Signer, key_id_for
+    from tests.api_stack import alarm_event
+
+    # GIVEN a site gateway's key bound to two cameras, then to a third added later
+    cameras = [f"3301060000132000{n:04d}" for n in (11, 12, 13)]
+    for camera in cameras:
+        registry.register_device(camera, Site("xihu-002", "residential_open", "Old Town Lane"))
+    private = generate_private_key()
+    info = registry.add_key(private.public_key(), role="device", device_ids=cameras[:2])
+    assert registry.bind(info.key_id, cameras[2]).device_ids == set(cameras)
+    assert all(info.key_id in {k.key_id for k in registry.keys_of(camera)} for camera in cameras)
+    # WHEN it signs one batch with events of all three cameras and of a camera it is not bound to
+    signer = Signer(key_id_for(private.public_key()), private)
+    stranger = "33010600001320009999"
+    body = batch(*(alarm_event(device_id=c) for c in cameras))
+    answer = client.http.post("/v1/events", headers=signed(signer, "POST", "/v1/events", body), body=body)
+    # THEN the three are accepted; a batch naming another device is refused as a whole
+    assert answer.status_code == 202, answer.body
+    assert json.loads(answer.body)["accepted"] == 3
+    body = batch(alarm_event(device_id=cameras[0]), alarm_event(device_id=stranger))
+    answer = client.http.post("/v1/events", headers=signed(signer, "POST", "/v1/events", body), body=body)
+    assert answer.status_code == 403
+    assert json.loads(answer.body)["code"] == "forbidden_device"

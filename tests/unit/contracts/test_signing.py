@@ -39,7 +39,9 @@ class Keys:
 
     def add(self, private_key: Ed25519PrivateKey, **fields: object) -> KeyInfo:
         public_key = private_key.public_key()
-        info = KeyInfo(key_id=key_id_for(public_key), public_key=public_key, role="device", device_id=DEVICE)
+        info = KeyInfo(
+            key_id=key_id_for(public_key), public_key=public_key, role="device", device_ids=frozenset({DEVICE})
+        )
         info = replace(info, **fields)  # type: ignore[arg-type]
         self.keys[info.key_id] = info
         return info
@@ -78,7 +80,7 @@ def _code(call: Callable[[], object]) -> ErrorCode:
 def test_round_trip(private_key: Ed25519PrivateKey, verifier: Verifier) -> None:
     headers = _signer(private_key).sign("POST", "/v1/events", BODY)
     verified = verifier.verify("POST", "/v1/events", headers, BODY)
-    assert verified.key.device_id == DEVICE
+    assert verified.key.device_ids == {DEVICE}
     assert verified.created == NOW
     assert headers["Signature-Input"].startswith('sig1=("@method" "@path" "content-digest" "content-type");created=')
 
@@ -180,7 +182,7 @@ def test_reused_nonce_is_a_replay(private_key: Ed25519PrivateKey, verifier: Veri
 def test_a_forged_request_does_not_burn_the_nonce(private_key: Ed25519PrivateKey, verifier: Verifier) -> None:
     headers = _signer(private_key).sign("POST", "/v1/events", BODY)
     assert _code(lambda: verifier.verify("PUT", "/v1/events", headers, BODY)) is ErrorCode.SIGNATURE_INVALID
-    assert verifier.verify("POST", "/v1/events", headers, BODY).key.device_id == DEVICE
+    assert verifier.verify("POST", "/v1/events", headers, BODY).key.device_ids == {DEVICE}
 
 
 def test_nonce_is_forgotten_after_its_ttl(private_key: Ed25519PrivateKey) -> None:
@@ -227,6 +229,15 @@ def test_key_bound_to_another_device(private_key: Ed25519PrivateKey, verifier: V
     code = _code(lambda: authorize(verified.key, role="device", device_id="33010600001320000002"))
     assert code is ErrorCode.FORBIDDEN_DEVICE
     assert code.http_status == 403
+
+
+def test_a_gateway_key_may_send_for_each_of_its_devices_and_no_other() -> None:
+    public = generate_private_key().public_key()
+    devices = frozenset({"33010600001320000001", "33010600001320000002"})
+    key = KeyInfo(key_id=key_id_for(public), public_key=public, role="device", device_ids=devices)
+    for device in devices:
+        authorize(key, role="device", device_id=device)
+    assert _code(lambda: authorize(key, role="device", device_id="33010600001320000003")) is ErrorCode.FORBIDDEN_DEVICE
 
 
 def test_key_with_another_role(private_key: Ed25519PrivateKey, verifier: Verifier) -> None:

@@ -3,12 +3,16 @@
 One table, partition key ``pk`` (S), two kinds of item:
 
 - ``key#<key_id>``: ``kind=key``, ``key_id``, ``public_key`` (32 raw bytes, base64url), ``role``
-  (``device``/``health_commission``), ``device_id`` (device keys only), ``name`` (partners), ``status``
+  (``device``/``health_commission``), ``device_ids`` (SS, device keys only: a camera's own key names one
+  device, a site gateway's key every device behind it), ``name`` (partners), ``status``
   (``active``/``revoked``), ``not_before``/``not_after`` (RFC 3339, optional), ``registered_at``, ``revoked_at``.
 - ``device#<device_id>``: ``kind=device``, ``device_id``, ``town``, ``site_id``, ``site_type``, ``site_name``,
   ``registered_at``.
 
-GSI ``by_device`` (partition ``device_id``, sort ``pk``, projection ALL) lists a device and all its keys, so
+- ``bind#<key_id>#<device_id>``: ``kind=binding``, ``key_id``, ``device_id``: one per device a key may send for,
+  written in the same transaction as the key (or by :meth:`DeviceRegistry.bind`).
+
+GSI ``by_device`` (partition ``device_id``, sort ``pk``, projection ALL) lists a device and its bindings, so
 a device can hold several active keys while it rotates. Reads are cached in the process for
 ``cache_ttl_secs`` (negative answers too), so a warm API resolves a key without a DynamoDB call.
 
@@ -17,14 +21,14 @@ The pipeline reuses the read side for enrichment:
 >>> registry = DeviceRegistry(dynamodb_client, "anfang-330106-devices", town_code="330106")
 >>> registry.site_of("33010600001320000001")
 Site(site_id='xihu-001', site_type='residential_closed', name='Lakeside Garden')
->>> registry.resolve(key_id).device_id
-'33010600001320000001'
+>>> registry.resolve(key_id).device_ids
+frozenset({'33010600001320000001'})
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, cast
@@ -49,6 +53,7 @@ __all__ = [
 ]
 
 BY_DEVICE_INDEX: Final = "by_device"
+_MAX_TRANSACTION_ITEMS: Final = 100
 
 
 class RegistryError(ContractError):
@@ -98,12 +103,11 @@ def _opt_time(item: dict[str, Any], name: str) -> datetime | None:
 
 
 def _key_info(item: dict[str, Any]) -> KeyInfo:
-    device = item.get("device_id")
     return KeyInfo(
         key_id=item["key_id"]["S"],
         public_key=load_public_key(item["public_key"]["S"]),
         role=cast(Role, item["role"]["S"]),
-        device_id=device["S"] if device else None,
+        device_ids=frozenset(item.get("device_ids", {}).get("SS", [])),
         status="revoked" if item["status"]["S"] == "revoked" else "active",
         not_before=_opt_time(item, "not_before"),
         not_after=_opt_time(item, "not_after"),
@@ -166,19 +170,37 @@ class DeviceRegistry:
         return record.site if record is not None else None
 
     def keys_of(self, device_id: str) -> list[KeyInfo]:
-        """Every key registered for a device, active and revoked (not cached: an admin read)."""
+        """Every key that may send for a device, active and revoked (not cached: an admin read)."""
         items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {
             "TableName": self._table,
             "IndexName": BY_DEVICE_INDEX,
             "KeyConditionExpression": "device_id = :d AND begins_with(pk, :k)",
-            "ExpressionAttributeValues": {":d": _s(device_id), ":k": _s("key#")},
+            "ExpressionAttributeValues": {":d": _s(device_id), ":k": _s("bind#")},
         }
         while True:
             page = self._client.query(**kwargs)
             items.extend(page.get("Items", []))
             if "LastEvaluatedKey" not in page:
-                return [_key_info(item) for item in items]
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        self.invalidate()
+        keys = [self.resolve(item["key_id"]["S"]) for item in items]
+        return [key for key in keys if key is not None]
+
+    def devices(self) -> list[DeviceRecord]:
+        """Every registered device of the town (an admin read: one Scan, paginated)."""
+        records: list[DeviceRecord] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "FilterExpression": "kind = :k",
+            "ExpressionAttributeValues": {":k": _s("device")},
+        }
+        while True:
+            page = self._client.scan(**kwargs)
+            records.extend(_device_record(item) for item in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return sorted(records, key=lambda r: r.device_id)
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def invalidate(self, key_id: str | None = None) -> None:
@@ -236,33 +258,31 @@ class DeviceRegistry:
         public_key: Ed25519PublicKey | str,
         *,
         role: Role,
-        device_id: str | None = None,
+        device_ids: Sequence[str] = (),
         name: str | None = None,
         not_before: datetime | None = None,
         not_after: datetime | None = None,
     ) -> KeyInfo:
-        """Register a key: a device key is bound to a registered device; a partner key to a role and a name.
+        """Register a key: a device key may send for the registered devices it names (a camera's own key
+        names one, a site gateway's key every device behind it); a partner key has a role and a name.
 
         A device may hold several active keys (rotation: add the new one, then revoke the old one).
-        The key id is the key's RFC 7638 thumbprint.
+        The key id is the key's RFC 7638 thumbprint. The key and its bindings are written in one transaction.
         """
         key = load_public_key(public_key) if isinstance(public_key, str) else public_key
+        devices = sorted(set(device_ids))
         if role == "device":
-            if device_id is None:
-                raise RegistryError("a device key needs a device_id", code=ErrorCode.PAYLOAD_INVALID)
-            if not device_id.startswith(self.town_code):
-                raise DeviceOutsideTownError(
-                    f"device id's division prefix is not town {self.town_code}", code=ErrorCode.FORBIDDEN_DEVICE
-                )
-            if self.device(device_id) is None:
-                raise UnknownDeviceError("register the device first", code=ErrorCode.PAYLOAD_INVALID)
-        elif device_id is not None:
+            if not devices:
+                raise RegistryError("a device key needs at least one device id", code=ErrorCode.PAYLOAD_INVALID)
+            for device_id in devices:
+                self._check_bindable(device_id)
+        elif devices:
             raise RegistryError("a partner key is not bound to a device", code=ErrorCode.PAYLOAD_INVALID)
         info = KeyInfo(
             key_id=key_id_for(key),
             public_key=key,
             role=role,
-            device_id=device_id,
+            device_ids=frozenset(devices),
             not_before=not_before,
             not_after=not_after,
         )
@@ -275,20 +295,72 @@ class DeviceRegistry:
             "status": _s("active"),
             "registered_at": _s(_iso(self._now())),
         }
-        if device_id is not None:
-            item["device_id"] = _s(device_id)
+        if devices:
+            item["device_ids"] = {"SS": devices}
         if name is not None:
             item["name"] = _s(name)
         if not_before is not None:
             item["not_before"] = _s(_iso(not_before))
         if not_after is not None:
             item["not_after"] = _s(_iso(not_after))
+        writes = [{"Put": {"TableName": self._table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}}]
+        writes += [{"Put": {"TableName": self._table, "Item": self._binding(info.key_id, d)}} for d in devices]
+        if len(writes) > _MAX_TRANSACTION_ITEMS:
+            raise RegistryError(
+                f"bind at most {_MAX_TRANSACTION_ITEMS - 1} devices at registration; add more with bind",
+                code=ErrorCode.PAYLOAD_INVALID,
+            )
         try:
-            self._client.put_item(TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)")
-        except self._client.exceptions.ConditionalCheckFailedException:
-            raise KeyExistsError("this key is registered already", code=ErrorCode.PAYLOAD_INVALID) from None
+            self._client.transact_write_items(TransactItems=writes)
+        except self._client.exceptions.TransactionCanceledException as exc:
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            if reasons and reasons[0] == "ConditionalCheckFailed":
+                raise KeyExistsError("this key is registered already", code=ErrorCode.PAYLOAD_INVALID) from None
+            raise
         self.invalidate(info.key_id)
         return info
+
+    def bind(self, key_id: str, device_id: str) -> KeyInfo:
+        """Let an existing device key send for one more registered device (a new camera behind a gateway)."""
+        self._check_bindable(device_id)
+        try:
+            self._client.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": {"pk": _s(f"key#{key_id}")},
+                            "UpdateExpression": "ADD device_ids :d",
+                            "ConditionExpression": "attribute_exists(pk) AND #r = :device",
+                            "ExpressionAttributeNames": {"#r": "role"},
+                            "ExpressionAttributeValues": {":d": {"SS": [device_id]}, ":device": _s("device")},
+                        }
+                    },
+                    {"Put": {"TableName": self._table, "Item": self._binding(key_id, device_id)}},
+                ]
+            )
+        except self._client.exceptions.TransactionCanceledException:
+            raise RegistryError("no such device key", code=ErrorCode.UNKNOWN_KEY) from None
+        self.invalidate(key_id)
+        info = self.resolve(key_id)
+        assert info is not None
+        return info
+
+    def _check_bindable(self, device_id: str) -> None:
+        if not device_id.startswith(self.town_code):
+            raise DeviceOutsideTownError(
+                f"device id's division prefix is not town {self.town_code}", code=ErrorCode.FORBIDDEN_DEVICE
+            )
+        if self.device(device_id) is None:
+            raise UnknownDeviceError("register the device first", code=ErrorCode.PAYLOAD_INVALID)
+
+    def _binding(self, key_id: str, device_id: str) -> dict[str, Any]:
+        return {
+            "pk": _s(f"bind#{key_id}#{device_id}"),
+            "kind": _s("binding"),
+            "key_id": _s(key_id),
+            "device_id": _s(device_id),
+        }
 
     def revoke_key(self, key_id: str) -> None:
         """Mark a key revoked (kept for audit); requests signed with it then fail with ``key_revoked``."""

@@ -70,8 +70,7 @@ class KeyInfo:
     key_id: str
     public_key: Ed25519PublicKey
     role: Role
-    device_id: str | None = None
-    #: Further devices this key may send for: a site gateway's edge agent signs for every device behind it.
+    #: Devices this key may send for: one camera's own key, or a site gateway's key for every device behind it.
     device_ids: frozenset[str] = frozenset()
     status: KeyStatus = "active"
     not_before: datetime | None = None
@@ -280,11 +279,8 @@ def authorize(key: KeyInfo, *, role: Role, device_id: str | None = None) -> None
     """Raise ``forbidden_role`` unless ``key`` has ``role``; ``forbidden_device`` unless it may send for it."""
     if key.role != role:
         raise SignatureError(f"a {key.role} key may not do this", code=ErrorCode.FORBIDDEN_ROLE)
-    if device_id is not None:
-        # device ids are not secrets; compare_digest on the single id only keeps the old behaviour
-        allowed = hmac.compare_digest(key.device_id or "", device_id) or device_id in key.device_ids
-        if not allowed:
-            raise SignatureError("key may not send for this device", code=ErrorCode.FORBIDDEN_DEVICE)
+    if device_id is not None and device_id not in key.device_ids:
+        raise SignatureError("key may not send for this device", code=ErrorCode.FORBIDDEN_DEVICE)
 
 
 def _digest_matches(field: str, body: bytes) -> bool:
