@@ -1,6 +1,8 @@
 """The ``anfang`` command line (stdlib argparse), for ops and consumers of a town stack.
 
     anfang towns render [--check]                    infra/towns/*.toml → samconfig.toml
+    anfang devices register|revoke|list --stack-name S    the device registry
+    anfang partners register --stack-name S          the health commission's key
     anfang decrypt [-i records.ndjson] [-o out]      replace encrypted envelopes by their values
     anfang dlq redrive --stack-name S <queue>        move a dead-letter queue back to its source
     anfang local up [--state-dir DIR]                the local stack, until SIGINT/SIGTERM
@@ -82,6 +84,90 @@ def _decrypt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registry(stack_name: str) -> Any:
+    from anfang.registry import DeviceRegistry  # noqa: PLC0415
+
+    outputs = _outputs(stack_name)
+    return DeviceRegistry(
+        _client("dynamodb"), outputs["DevicesTableName"], town_code=outputs["TownCode"], cache_ttl_secs=0
+    )
+
+
+def _public_key_text(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read the public key file {path}: {exc}") from exc
+
+
+def _devices_register(args: argparse.Namespace) -> int:
+    from anfang.contracts import key_id_for, load_public_key  # noqa: PLC0415
+    from anfang.registry import RegistryError, Site  # noqa: PLC0415
+
+    registry = _registry(args.stack_name)
+    try:
+        public_key = load_public_key(_public_key_text(args.public_key))
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    key_id = key_id_for(public_key)
+    try:
+        if registry.device(args.device_id) is None:
+            registry.register_device(args.device_id, Site(args.site_id, args.site_type, args.site_name))
+        if registry.resolve(key_id) is None:
+            registry.add_key(public_key, role="device", device_ids=[args.device_id])
+        else:
+            registry.bind(key_id, args.device_id)
+    except RegistryError as exc:
+        raise CliError(f"{exc.code.value}: {exc.detail}") from exc
+    print(key_id)
+    return 0
+
+
+def _devices_revoke(args: argparse.Namespace) -> int:
+    from anfang.registry import RegistryError  # noqa: PLC0415
+
+    try:
+        _registry(args.stack_name).revoke_key(args.key_id)
+    except RegistryError as exc:
+        raise CliError(f"{exc.code.value}: {exc.detail}") from exc
+    print(f"revoked {args.key_id}")
+    return 0
+
+
+def _devices_list(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    registry = _registry(args.stack_name)
+    rows = []
+    for device in registry.devices():
+        keys = [{"key_id": k.key_id, "status": k.status} for k in registry.keys_of(device.device_id)]
+        site = {"site_id": device.site.site_id, "site_type": device.site.site_type, "name": device.site.name}
+        rows.append({"device_id": device.device_id, "site": site, "keys": keys})
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    for row in rows:
+        shown = ", ".join(f"{k['key_id']} ({k['status']})" for k in row["keys"]) or "no keys"
+        site = row["site"]
+        print(f"{row['device_id']}  {site['site_type']:<22} {site['site_id']}  {site['name']}  keys: {shown}")
+    return 0
+
+
+def _partners_register(args: argparse.Namespace) -> int:
+    from anfang.contracts import load_public_key  # noqa: PLC0415
+    from anfang.registry import RegistryError  # noqa: PLC0415
+
+    try:
+        public_key = load_public_key(_public_key_text(args.public_key))
+        info = _registry(args.stack_name).add_key(public_key, role="health_commission", name=args.name)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    except RegistryError as exc:
+        raise CliError(f"{exc.code.value}: {exc.detail}") from exc
+    print(info.key_id)
+    return 0
+
+
 def _dlq_redrive(args: argparse.Namespace) -> int:
     from anfang.redrive import redrive  # noqa: PLC0415
     from anfang.stackinfo import DLQ_OUTPUTS  # noqa: PLC0415
@@ -130,6 +216,35 @@ def parser() -> argparse.ArgumentParser:
     render.add_argument("--output", default="samconfig.toml")
     render.add_argument("--check", action="store_true", help="fail if the file differs instead of writing it")
     render.set_defaults(run=_towns_render)
+
+    from anfang.contracts import SITE_TYPES  # noqa: PLC0415
+
+    devices = sub.add_parser("devices", help="the device registry").add_subparsers(dest="action", required=True)
+    register = devices.add_parser(
+        "register", help="register a device and bind a key to it (a gateway key: once per device); prints the key id"
+    )
+    register.add_argument("--stack-name", required=True)
+    register.add_argument("--device-id", required=True, help="20-digit GB/T 28181 device id in the town")
+    register.add_argument("--public-key", required=True, help="file with the Ed25519 public key (PEM or base64url)")
+    register.add_argument("--site-id", required=True)
+    register.add_argument("--site-type", required=True, choices=SITE_TYPES)
+    register.add_argument("--site-name", required=True)
+    register.set_defaults(run=_devices_register)
+    revoke = devices.add_parser("revoke", help="revoke a key (kept for audit)")
+    revoke.add_argument("--stack-name", required=True)
+    revoke.add_argument("--key-id", required=True)
+    revoke.set_defaults(run=_devices_revoke)
+    listing = devices.add_parser("list", help="registered devices, their sites and keys")
+    listing.add_argument("--stack-name", required=True)
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=_devices_list)
+
+    partners = sub.add_parser("partners", help="partner keys").add_subparsers(dest="action", required=True)
+    partner = partners.add_parser("register", help="register the health commission's key; prints the key id")
+    partner.add_argument("--stack-name", required=True)
+    partner.add_argument("--public-key", required=True)
+    partner.add_argument("--name", required=True, help="e.g. the county health commission")
+    partner.set_defaults(run=_partners_register)
 
     decrypt = sub.add_parser("decrypt", help="replace encrypted envelopes in NDJSON records by their values")
     decrypt.add_argument("--input", "-i", default="-", help="NDJSON records (default: stdin)")
