@@ -78,6 +78,7 @@ class LocalStack:
         self.deployed: DeployedStack | None = None
         self.pollers: list[SqsPoller | S3Poller] = []
         self.info: StackInfo | None = None
+        self._saved_environ: dict[str, str] | None = None
 
     @property
     def stack_json(self) -> Path:
@@ -96,6 +97,7 @@ class LocalStack:
         from moto.server import ThreadedMotoServer  # noqa: PLC0415
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self._saved_environ = dict(os.environ)  # the functions' environment is this process's: restored on stop
         region = self.town.town.region
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.aws_port, verbose=False)
         self._moto.start()
@@ -179,3 +181,7 @@ class LocalStack:
         if self._moto is not None:
             self._moto.stop()
             self._moto = None
+        if self._saved_environ is not None:
+            os.environ.clear()
+            os.environ.update(self._saved_environ)
+            self._saved_environ = None
