@@ -43,8 +43,7 @@ pytest: $(STAMP) $(TOOLS_STAMP)
 test: lint typecheck pytest
 
 demo: $(STAMP)
-	@echo "anfang: the local demo is not built yet; it arrives with the local-stack issue."
-	@echo "The environment is ready in $(VENV); run 'make test' to check it."
+	$(BIN)/anfang local demo $(DEMO_ARGS)
 
 bench: $(STAMP)
 	mkdir -p bench

@@ -15,13 +15,21 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
-from anfang.contracts import EVENT_TYPES, MAX_IMAGE_BYTES, EventImage, ImageRole, new_event_id, validate_event
+from anfang.contracts import (
+    EVENT_TYPES,
+    MAX_IMAGE_BYTES,
+    EventImage,
+    ImageRole,
+    new_event_id,
+    resident_id_check_char,
+    validate_event,
+)
 
 from ..config import SimulatorSourceConfig
 from ..errors import ConfigError, SpoolFullError
 from ..spool import Spool, SpoolItem, item_from_event
 
-__all__ = ["FixtureImages", "Simulator", "simulated_event"]
+__all__ = ["FixtureImages", "Simulator", "population", "simulated_event"]
 
 log = logging.getLogger("anfang_edge.sources.simulator")
 
@@ -54,6 +62,33 @@ class FixtureImages:
             raw = self._raw.get(name) or min(self._raw.values(), key=len)
             self._cache[role] = EventImage.from_bytes(role, raw)
         return self._cache[role]
+
+
+_SURNAMES: Final = "王李张刘陈杨黄赵吴周"
+_GIVEN: Final = ("伟", "芳", "娜", "敏", "静", "强", "磊", "洋", "艳", "勇")
+
+
+def population(size: int = 50, *, division: str = "330106") -> list[dict[str, str]]:
+    """The simulated residents: synthetic, checksum-valid ID numbers and mobile numbers, stable for ``size``.
+
+    Deterministic, so a demo's health commission can upload health codes for the same people the devices see.
+    """
+    people = []
+    for n in range(size):
+        born = dt.date(1950, 1, 1) + dt.timedelta(days=(n * 7919) % 20000)
+        first17 = f"{division}{born:%Y%m%d}{n % 1000:03d}"
+        people.append(
+            {
+                "name": _SURNAMES[n % 10] + _GIVEN[(n // 10) % 10],
+                "id_number": first17 + resident_id_check_char(first17),
+                "phone": f"13{n % 10}{(n * 7_654_321) % 100_000_000:08d}",
+                "resident_ref": f"{1 + n % 8}-{1 + n % 5}-{101 + n % 1700}",
+            }
+        )
+    return people
+
+
+_PEOPLE: Final = population()
 
 
 def simulated_event(
@@ -92,13 +127,13 @@ def simulated_event(
             "result": rng.choice(("granted", "granted", "granted", "denied")),
             "door": rng.choice(("north gate", "south gate", "unit 3 door")),
         }
-        event["person"] = {"resident_ref": f"{rng.randrange(1, 9)}-{rng.randrange(1, 6)}-{rng.randrange(101, 1801)}"}
+        event["person"] = dict(rng.choice(_PEOPLE))
         roles = ["face"]
     elif event_type == "visitor":
         event["visitor"] = {
             "host_unit": f"{rng.randrange(1, 9)}-{rng.randrange(1, 6)}-{rng.randrange(101, 1801)}",
             "purpose": rng.choice(("family visit", "delivery", "maintenance")),
-            "visitor": {"name": rng.choice(("李四", "王五", "赵六"))},
+            "visitor": {k: v for k, v in rng.choice(_PEOPLE).items() if k != "resident_ref"},
         }
         roles = ["person"]
     elif event_type == "alarm":

@@ -6,6 +6,7 @@
     anfang decrypt [-i records.ndjson] [-o out]      replace encrypted envelopes by their values
     anfang dlq redrive --stack-name S <queue>        move a dead-letter queue back to its source
     anfang local up [--state-dir DIR]                the local stack, until SIGINT/SIGTERM
+    anfang local demo [--events N] [--devices M]     the whole job locally, with a summary and a report
 
 Commands that talk to a stack read its outputs through CloudFormation (``--stack-name``); boto3's usual
 configuration applies, and ``AWS_ENDPOINT_URL`` points it at the local stack. Bad input exits non-zero
@@ -203,13 +204,21 @@ def _local_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _local_demo(args: argparse.Namespace) -> int:
+    from anfang.local.demo import run_demo  # noqa: PLC0415 - needs the dev extra (moto server)
+
+    result = run_demo(
+        Path(args.root).resolve(), Path(args.out), events=args.events, devices=args.devices, timeout_secs=args.timeout
+    )
+    print(result.summary())
+    print(f"records: {args.out}/gov_cloud.ndjson, {args.out}/police_video.ndjson; report: {args.out}/report.html")
+    return 0 if result.ok else 1
+
+
 # ---------------------------------------------------------------------------------------------------- parser
 
 
-def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="anfang", description="anfang: operate a town stack")
-    sub = root.add_subparsers(dest="command", required=True)
-
+def _add_towns(sub: Any) -> None:
     towns = sub.add_parser("towns", help="per-town deployment settings").add_subparsers(dest="action", required=True)
     render = towns.add_parser("render", help="write samconfig.toml from infra/towns/*.toml")
     render.add_argument("--towns-dir", default="infra/towns")
@@ -217,6 +226,8 @@ def parser() -> argparse.ArgumentParser:
     render.add_argument("--check", action="store_true", help="fail if the file differs instead of writing it")
     render.set_defaults(run=_towns_render)
 
+
+def _add_registry(sub: Any) -> None:
     from anfang.contracts import SITE_TYPES  # noqa: PLC0415
 
     devices = sub.add_parser("devices", help="the device registry").add_subparsers(dest="action", required=True)
@@ -246,6 +257,8 @@ def parser() -> argparse.ArgumentParser:
     partner.add_argument("--name", required=True, help="e.g. the county health commission")
     partner.set_defaults(run=_partners_register)
 
+
+def _add_consumers(sub: Any) -> None:
     decrypt = sub.add_parser("decrypt", help="replace encrypted envelopes in NDJSON records by their values")
     decrypt.add_argument("--input", "-i", default="-", help="NDJSON records (default: stdin)")
     decrypt.add_argument("--output", "-o", default="-", help="where to write (default: stdout)")
@@ -258,6 +271,8 @@ def parser() -> argparse.ArgumentParser:
     redrive.add_argument("--max-messages", type=int, default=None)
     redrive.set_defaults(run=_dlq_redrive)
 
+
+def _add_local(sub: Any) -> None:
     local = sub.add_parser("local", help="the local stack").add_subparsers(dest="action", required=True)
     up = local.add_parser("up", help="start the local stack and run until SIGINT/SIGTERM")
     up.add_argument("--root", default=".", help="the repository (template.yaml, functions/, infra/towns/)")
@@ -265,6 +280,22 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--aws-port", type=int, default=0, help="moto server port (default: a free one)")
     up.add_argument("--api-port", type=int, default=0, help="API port (default: a free one)")
     up.set_defaults(run=_local_up)
+    demo = local.add_parser("demo", help="run the whole system locally with simulated sites and report")
+    demo.add_argument("--root", default=".", help="the repository (template.yaml, functions/, infra/towns/)")
+    demo.add_argument("--out", default=".anfang/demo", help="records, agent state and report.html")
+    demo.add_argument("--events", type=int, default=300)
+    demo.add_argument("--devices", type=int, default=4)
+    demo.add_argument("--timeout", type=float, default=170.0, help="seconds to wait for delivery")
+    demo.set_defaults(run=_local_demo)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="anfang", description="anfang: operate a town stack")
+    sub = root.add_subparsers(dest="command", required=True)
+    _add_towns(sub)
+    _add_registry(sub)
+    _add_consumers(sub)
+    _add_local(sub)
     return root
 
 
