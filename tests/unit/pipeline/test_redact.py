@@ -137,3 +137,31 @@ def test_encrypting_without_a_key_is_a_typed_error() -> None:
     police = Redactor(load_policy("police_video"), secret=SECRET, town=TOWN, buckets=BUCKETS)
     with pytest.raises(RedactError, match="no KMS key"):
         police.record(example_queued("access"), Enrichment(site=SiteView()), DataKeys(NoKms(), {}))
+
+
+def test_compiled_pseudonyms_equal_the_reference_hmac() -> None:
+    # GIVEN secrets shorter than, equal to and longer than SHA-256's block
+    from anfang.redact import _pseudonymizer
+
+    for secret in (SECRET, b"s" * 64, b"long-secret-" * 10):
+        for value in ("11010519491231002X", "张三", "", "north gate"):
+            # THEN the precomputed-state HMAC gives exactly the token of pseudonym()
+            assert _pseudonymizer(secret, "id_number")(value) == pseudonym(secret, "id_number", value)
+
+
+def test_fast_analysis_dump_equals_model_dump() -> None:
+    from anfang.contracts import Box, ImageAnalysis
+    from anfang.redact import _analysis_json
+
+    for analysis in (
+        ImageAnalysis(quality="ok", sharpness=512.25, brightness=100.0, contrast=50.5, phash="0123456789abcdef"),
+        ImageAnalysis(quality="no_face", faces=[Box(x=1, y=2, w=3, h=4), Box(x=5, y=6, w=7, h=8)]),
+        ImageAnalysis(quality="error", error="truncated"),
+    ):
+        assert _analysis_json(analysis) == analysis.model_dump(mode="json", exclude_none=True)
+
+
+def test_site_view_dump_is_its_set_strings() -> None:
+    # build() dumps SiteView as its non-None attributes: true while it holds only optional strings
+    site = SiteView(site_id="s1", site_type="rural", name="Village")
+    assert {k: v for k, v in site.__dict__.items() if v is not None} == site.model_dump(mode="json", exclude_none=True)
