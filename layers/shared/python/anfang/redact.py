@@ -27,6 +27,7 @@ from typing import Annotated, Any, Final, Literal
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, create_model
+from pydantic_core import SchemaSerializer, SchemaValidator
 
 from anfang.contracts import (
     RECORD_SCHEMA,
@@ -290,17 +291,90 @@ def _record_model(policy: Policy) -> type[BaseModel]:
 # ---------------------------------------------------------------------------------------------------- redactor
 
 
-#: One compiled field step: the body it lives in, the keys below the body, the leaf key, and the value's
-#: transform (``None`` for keep), called as ``op(value, event_id, keys)``.
+_MODEL_KEYS: Final = frozenset({"type", "cls", "schema", "config", "ref", "metadata", "custom_init", "root_model"})
+_MODEL_FIELDS_KEYS: Final = frozenset({"type", "fields", "model_name", "computed_fields"})
+_FIELD_KEYS: Final = frozenset({"type", "schema", "validation_alias", "serialization_alias", "metadata"})
+
+
+def _as_dicts(schema: Any) -> Any:
+    """A model's core schema with every model turned into a typed dict of the same fields.
+
+    The same field schemas (types, patterns, lengths, literals), aliases, config and ``extra="forbid"``: it
+    accepts and rejects what the model does and serialises the same JSON, without building a model instance
+    per record, image and body. Raises ``TypeError`` on anything it does not know how to carry over (model
+    validators, custom ``__init__``, computed fields), so such a model keeps the model path.
+    """
+    if isinstance(schema, list):
+        return [_as_dicts(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if schema.get("type", "").startswith("function-") or schema.get("type") == "model-fields":
+        raise TypeError(f"cannot carry over a {schema['type']} schema")
+    if schema.get("type") != "model":
+        return {key: value if key == "metadata" else _as_dicts(value) for key, value in schema.items()}
+    inner = schema["schema"]
+    if set(schema) - _MODEL_KEYS or schema.get("custom_init") or schema.get("root_model"):
+        raise TypeError(f"cannot carry over model keys {sorted(set(schema) - _MODEL_KEYS)}")
+    if inner.get("type") != "model-fields" or inner.get("computed_fields") or set(inner) - _MODEL_FIELDS_KEYS:
+        raise TypeError(f"cannot carry over {inner.get('type')} of {schema.get('ref')}")
+    fields = {}
+    for name, field in inner["fields"].items():
+        if set(field) - _FIELD_KEYS:
+            raise TypeError(f"cannot carry over field keys {sorted(set(field) - _FIELD_KEYS)} of {name}")
+        converted = _as_dicts(field["schema"])
+        fields[name] = {
+            **{key: value for key, value in field.items() if key != "schema"},
+            "type": "typed-dict-field",
+            "schema": converted,
+            "required": converted.get("type") != "default",
+        }
+    config = schema.get("config") or {}
+    out: dict[str, Any] = {"type": "typed-dict", "fields": fields, "config": config}
+    if "extra_fields_behavior" in config:
+        out["extra_behavior"] = config["extra_fields_behavior"]
+    if "ref" in schema:
+        out["ref"] = schema["ref"]
+    return out
+
+
+class _DictRecords:
+    """Validates and serialises records as dicts against the record model's own constraints (see _as_dicts)."""
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        schema = _as_dicts(model.__pydantic_core_schema__)
+        config = schema.get("config")
+        self.validate = SchemaValidator(schema, config).validate_python
+        self.to_json = SchemaSerializer(schema, config).to_json
+
+
+#: A value's transform (``None`` for keep), called as ``op(value, event_id, keys)``.
 _Op = Callable[[Any, str, "DataKeys"], Any]
-_Step = tuple[str, tuple[str, ...], str, _Op | None]
+#: A compiled part of the event: per key, in policy order, either a leaf's transform or the part below it.
+_Tree = tuple[tuple[str, "_Op | None", "_Tree | None"], ...]
+
+
+def _project(source: dict[str, Any], tree: _Tree, event_id: str, keys: DataKeys) -> dict[str, Any]:
+    """The allow-listed part of ``source``: only the keys of ``tree``, each value through its transform."""
+    out: dict[str, Any] = {}
+    for key, op, below in tree:
+        value = source.get(key)
+        if value is None:
+            continue
+        if below is not None:
+            if type(value) is dict:  # JSON objects are dicts; an exact check is cheaper than an ABC check
+                part = _project(value, below, event_id, keys)
+                if part:
+                    out[key] = part
+        else:
+            out[key] = value if op is None else op(value, event_id, keys)
+    return out
 
 
 @dataclass(frozen=True)
 class _Plan:
     """A policy compiled for one event type: flat field steps and the image action of each role."""
 
-    steps: tuple[_Step, ...]
+    bodies: _Tree
     images: Mapping[str, ImageAction]  # roles with an action other than none
 
 
@@ -311,7 +385,8 @@ def _analysis_json(analysis: ImageAnalysis) -> dict[str, Any]:
     unit tests check this equals ``model_dump`` for analyses with every field set.
     """
     out = {k: v for k, v in analysis.__dict__.items() if v is not None}
-    out["faces"] = [dict(box.__dict__) for box in analysis.faces]
+    faces = analysis.faces
+    out["faces"] = [dict(box.__dict__) for box in faces] if faces else []
     return out
 
 
@@ -344,6 +419,10 @@ class Redactor:
         self.destination = policy.policy
         self.model = record_model(policy)
         self._validator = self.model.__pydantic_validator__
+        try:
+            self._dicts: _DictRecords | None = _DictRecords(self.model)
+        except TypeError:  # pragma: no cover - a record model the dict path cannot mirror keeps the model path
+            self._dicts = None
         self._secret = secret
         self._town = town
         self._buckets = buckets
@@ -365,16 +444,27 @@ class Redactor:
     def _compile(self, event_type: EventType) -> _Plan:
         specs = event_fields(event_type)
         rules = self.policy.events.get(event_type)
-        steps: list[_Step] = []
+        # nested dicts of the kept paths in policy order, leaves holding their bound transform
+        nested: dict[str, Any] = {}
         for path, action in rules.fields.items() if rules else ():
             if action == "drop":
                 continue
-            body, *inner, leaf = path.split(".")
-            steps.append((body, tuple(inner), leaf, self._op(action, specs[path].kind, path, leaf)))
+            *parents, leaf = path.split(".")
+            node = nested
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = (self._op(action, specs[path].kind, path, leaf),)
+
+        def freeze(node: dict[str, Any]) -> _Tree:
+            return tuple(
+                (key, None, freeze(child)) if isinstance(child, dict) else (key, child[0], None)
+                for key, child in node.items()
+            )
+
         images: dict[str, ImageAction] = (
             {role: action for role, action in rules.images.items() if action != "none"} if rules else {}
         )
-        return _Plan(steps=tuple(steps), images=images)
+        return _Plan(bodies=freeze(nested), images=images)
 
     def _op(self, action: str, kind: str, path: str, leaf: str) -> _Op | None:
         if action == "keep":
@@ -421,23 +511,12 @@ class Redactor:
             record["direction"] = event["direction"]
         if self._keep_health_code and enrichment.health_code is not None:
             record["health_code"] = enrichment.health_code.model_dump(mode="json")
-        for body, inner, leaf, op in plan.steps:
-            node = event.get(body)
-            for part in inner:
-                if type(node) is not dict:  # JSON objects are dicts; an exact check is cheaper than an ABC check
-                    break
-                node = node.get(part)
-            if type(node) is not dict:
-                continue
-            value = node.get(leaf)
-            if value is None:
-                continue
-            target = record.get(body)
-            if target is None:
-                target = record[body] = {}
-            for part in inner:
-                target = target.setdefault(part, {})
-            target[leaf] = value if op is None else op(value, event_id, keys)
+        for body, _, below in plan.bodies:
+            source = event.get(body)
+            if type(source) is dict:
+                part = _project(source, below, event_id, keys)  # type: ignore[arg-type]
+                if part:
+                    record[body] = part
         record["images"] = self._images(queued, plan.images) if queued.images else []
         record["redaction"] = {"policy": self._ref}
         return record
@@ -481,7 +560,11 @@ class Redactor:
 
     def record_json(self, queued: QueuedEvent, enrichment: Enrichment, keys: DataKeys) -> str:
         """The validated record as the JSON that is published."""
-        return self.record(queued, enrichment, keys).model_dump_json(by_alias=True, exclude_none=True)
+        if self._dicts is None:  # pragma: no cover - see _as_dicts
+            return self.record(queued, enrichment, keys).model_dump_json(by_alias=True, exclude_none=True)
+        # The same validation as record() (the record model's constraints), on dicts: no model instances.
+        valid = self._dicts.validate(self.build(queued, enrichment, keys))
+        return self._dicts.to_json(valid, by_alias=True, exclude_none=True).decode()
 
 
 assert set(COMMON_PATHS) == {"device_id", "direction", "health_code"}
