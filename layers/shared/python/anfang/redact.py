@@ -496,6 +496,7 @@ class Redactor:
         event_id = queued.event_id
         pseudonymize_device = self._device_pseudonym
         site = enrichment.site
+        received_at = queued.received_at
         record: dict[str, Any] = {
             "schema": RECORD_SCHEMA,
             "event_id": event_id,
@@ -505,7 +506,7 @@ class Redactor:
             # SiteView holds only optional strings: its JSON dump is its non-None attributes
             "site": {k: v for k, v in site.__dict__.items() if v is not None},
             "captured_at": event["captured_at"],
-            "received_at": self._received_at(queued.received_at),
+            "received_at": self._iso.get((received_at, received_at.tzinfo)) or self._received_at(received_at),
         }
         if self._keep_direction and "direction" in event:
             record["direction"] = event["direction"]
@@ -524,13 +525,14 @@ class Redactor:
     def _images(self, queued: QueuedEvent, actions: Mapping[str, ImageAction]) -> list[dict[str, Any]]:
         images = []
         for stored in queued.images:
-            action = actions.get(stored.role)
+            role = stored.role
+            action = actions.get(role)
             if action is None:
                 continue
             image: dict[str, Any]
             if action == "original":
                 image = {
-                    "role": stored.role,
+                    "role": role,
                     "ref": self._raw_prefix + stored.ref,
                     "sha256": stored.sha256,
                     "width": stored.width,
@@ -542,7 +544,7 @@ class Redactor:
                     continue
                 width, height = _thumbnail_size(stored.width, stored.height)
                 image = {
-                    "role": stored.role,
+                    "role": role,
                     "ref": self._image_prefix + key,
                     "sha256": derived_sha256(key),
                     "width": width,
