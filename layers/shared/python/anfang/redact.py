@@ -110,7 +110,7 @@ def pseudonym(secret: bytes, domain: str, value: str) -> str:
 _URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
 
 
-def _pseudonymizer(secret: bytes, domain: str) -> Callable[[str], str]:
+def _pseudonymizer(secret: bytes, domain: str) -> Callable[..., str]:
     """:func:`pseudonym` with the key and domain absorbed once.
 
     HMAC (RFC 2104) spelled out over two precomputed SHA-256 states, so a value costs two state copies and
@@ -124,9 +124,9 @@ def _pseudonymizer(secret: bytes, domain: str) -> Callable[[str], str]:
     outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
     b2a = binascii.b2a_base64
 
-    def apply(value: str) -> str:
+    def apply(value: Any, _event_id: str = "", _keys: Any = None) -> str:  # also an _Op: no wrapper call
         mac = inner.copy()
-        mac.update(value.encode())
+        mac.update((value if type(value) is str else str(value)).encode())
         out = outer.copy()
         out.update(mac.digest())
         return PSEUDONYM_PREFIX + b2a(out.digest()[:18], newline=False).translate(_URLSAFE).decode("ascii")
@@ -372,7 +372,8 @@ def _project(source: dict[str, Any], tree: _Tree, event_id: str, keys: DataKeys)
 
 @dataclass(frozen=True)
 class _Plan:
-    """A policy compiled for one event type: flat field steps and the image action of each role."""
+    """A policy compiled for one event type: its kept fields as a tree of bound transforms, and the image
+    action of each role."""
 
     bodies: _Tree
     images: Mapping[str, ImageAction]  # roles with an action other than none
@@ -407,9 +408,10 @@ _thumbnail_size: Final = functools.lru_cache(maxsize=256)(thumbnail_size)  # a f
 class Redactor:
     """Builds one destination's records from its policy.
 
-    The policy is compiled once (per cold start) into a flat plan per event type: each named field becomes
-    one step with its path split and its action bound (HMAC keyed per field kind, AAD precomputed), so a
-    record costs a few dict lookups and the transforms themselves, not a walk of the policy.
+    The policy is compiled once (per cold start) into a plan per event type: the kept paths as a tree whose
+    leaves hold their bound action (HMAC state keyed per field kind, AAD precomputed), so a record costs a few
+    dict lookups and the transforms themselves, not a walk of the policy. :meth:`record_json` validates
+    against the record model's constraints on plain dicts (see ``_as_dicts``).
     """
 
     def __init__(self, policy: Policy, *, secret: bytes, town: str, buckets: ImageBuckets) -> None:
@@ -433,7 +435,7 @@ class Redactor:
         self._keep_direction = policy.common.get("direction") == "keep"
         self._keep_health_code = policy.common.get("health_code") == "keep"
         self._plans: dict[str, _Plan] = {}
-        self._iso: dict[tuple[dt.datetime, dt.tzinfo | None], str] = {}
+        self._iso: dict[tuple[dt.datetime, dt.timedelta | None], str] = {}
 
     def _plan(self, event_type: EventType) -> _Plan:
         plan = self._plans.get(event_type)
@@ -472,15 +474,15 @@ class Redactor:
         if action == "mask":
             return lambda value, _event_id, _keys: mask(kind, str(value))
         if action == "pseudonymize":
-            apply = _pseudonymizer(self._secret, leaf)  # the domain is the field's own name (id_number, phone...)
-            return lambda value, _event_id, _keys: apply(value if type(value) is str else str(value))
+            return _pseudonymizer(self._secret, leaf)  # the domain is the field's own name (id_number, phone...)
         if action == "generalize":
             return lambda value, _event_id, _keys: _generalize(kind, str(value))
         return _encrypter(self.destination, path)
 
     def _received_at(self, received_at: dt.datetime) -> str:
-        # isoformat costs more than the rest of a record's header; a batch shares a few receive times.
-        key = (received_at, received_at.tzinfo)
+        # isoformat costs more than the rest of a record's header; a batch shares a few receive times. Keyed by
+        # the offset too: equal instants in other offsets print differently.
+        key = (received_at, received_at.utcoffset())
         text = self._iso.get(key)
         if text is None:
             if len(self._iso) >= 256:
@@ -506,7 +508,7 @@ class Redactor:
             # SiteView holds only optional strings: its JSON dump is its non-None attributes
             "site": {k: v for k, v in site.__dict__.items() if v is not None},
             "captured_at": event["captured_at"],
-            "received_at": self._iso.get((received_at, received_at.tzinfo)) or self._received_at(received_at),
+            "received_at": self._iso.get((received_at, received_at.utcoffset())) or self._received_at(received_at),
         }
         if self._keep_direction and "direction" in event:
             record["direction"] = event["direction"]
