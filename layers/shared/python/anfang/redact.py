@@ -27,7 +27,7 @@ from typing import Annotated, Any, Final, Literal
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, create_model
-from pydantic_core import SchemaSerializer, SchemaValidator
+from pydantic_core import SchemaError, SchemaSerializer, SchemaValidator
 
 from anfang.contracts import (
     RECORD_SCHEMA,
@@ -423,7 +423,7 @@ class Redactor:
         self._validator = self.model.__pydantic_validator__
         try:
             self._dicts: _DictRecords | None = _DictRecords(self.model)
-        except TypeError:  # pragma: no cover - a record model the dict path cannot mirror keeps the model path
+        except (TypeError, SchemaError):  # pragma: no cover - a model the dict path cannot mirror keeps the model path
             self._dicts = None
         self._secret = secret
         self._town = town
