@@ -47,6 +47,28 @@ def test_scene_face_box_is_where_the_astronaut_is() -> None:
     assert 700 < box.x < 900 and 80 < box.y < 250
 
 
+def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def test_scene_face_box_overlaps_the_face_found_at_full_resolution() -> None:
+    # GIVEN the face the same cascade finds in a fine search (scale step 1.1) of the full 1920x1080 decode
+    raw = image_bytes("scene_face_1920x1080.jpg")
+    full = cv2.equalizeHist(cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_GRAYSCALE))
+    path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"  # type: ignore[attr-defined]
+    reference = cv2.CascadeClassifier(path).detectMultiScale(full, scaleFactor=1.1, minNeighbors=4, minSize=(96, 96))
+    reference_boxes = [tuple(int(v) for v in box) for box in reference]
+    # WHEN the scene is analysed with the production parameters (reduced decode, coarser pyramid)
+    faces = analyse_image(raw, role="scene").analysis.faces
+    # THEN it finds one face, and that face is one of the full-resolution ones
+    assert len(faces) == 1
+    box = (faces[0].x, faces[0].y, faces[0].w, faces[0].h)
+    assert max(_iou(box, ref) for ref in reference_boxes) >= 0.7, (box, reference_boxes)  # type: ignore[arg-type]
+
+
 def test_no_face_scene_yields_no_box() -> None:
     result = analyse_image(image_bytes("scene_noface_1280x720.jpg"), role="scene")
     assert result.analysis.faces == []

@@ -137,3 +137,94 @@ def test_encrypting_without_a_key_is_a_typed_error() -> None:
     police = Redactor(load_policy("police_video"), secret=SECRET, town=TOWN, buckets=BUCKETS)
     with pytest.raises(RedactError, match="no KMS key"):
         police.record(example_queued("access"), Enrichment(site=SiteView()), DataKeys(NoKms(), {}))
+
+
+def test_compiled_pseudonyms_equal_the_reference_hmac() -> None:
+    # GIVEN secrets shorter than, equal to and longer than SHA-256's block
+    from anfang.redact import _pseudonymizer
+
+    for secret in (SECRET, b"s" * 64, b"long-secret-" * 10):
+        for value in ("11010519491231002X", "张三", "", "north gate"):
+            # THEN the precomputed-state HMAC gives exactly the token of pseudonym()
+            assert _pseudonymizer(secret, "id_number")(value) == pseudonym(secret, "id_number", value)
+
+
+def test_fast_analysis_dump_equals_model_dump() -> None:
+    from anfang.contracts import Box, ImageAnalysis
+    from anfang.redact import _analysis_json
+
+    for analysis in (
+        ImageAnalysis(quality="ok", sharpness=512.25, brightness=100.0, contrast=50.5, phash="0123456789abcdef"),
+        ImageAnalysis(quality="no_face", faces=[Box(x=1, y=2, w=3, h=4), Box(x=5, y=6, w=7, h=8)]),
+        ImageAnalysis(quality="error", error="truncated"),
+    ):
+        assert _analysis_json(analysis) == analysis.model_dump(mode="json", exclude_none=True)
+
+
+def test_site_view_dump_is_its_set_strings() -> None:
+    # build() dumps SiteView as its non-None attributes: true while it holds only optional strings
+    site = SiteView(site_id="s1", site_type="rural", name="Village")
+    assert {k: v for k, v in site.__dict__.items() if v is not None} == site.model_dump(mode="json", exclude_none=True)
+
+
+def _faulty(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Copies of a valid record, each with one fault the record model must reject."""
+    faults: list[dict[str, Any]] = []
+
+    def copy() -> dict[str, Any]:
+        return json.loads(json.dumps(record))
+
+    for mutate in (
+        lambda r: r.update(shoe_size=42),  # a field no policy names
+        lambda r: r["person"].update(name_raw="张三"),  # an unknown field inside a body
+        lambda r: r["person"].update(id_number="11010519491231002X"),  # a clear ID where a pseudonym belongs
+        lambda r: r["images"][0].update(width=0),
+        lambda r: r["images"][0].update(sha256="not-a-digest"),
+        lambda r: r["images"][0]["analysis"].update(quality="great"),
+        lambda r: r["images"][0]["analysis"].update(brightness=300.0),
+        lambda r: r["site"].update(site_type="castle"),
+        lambda r: r.update(captured_at="2026-11-29T08:03:00"),  # no offset
+        lambda r: r.update(event_id="not-a-uuid"),
+        lambda r: r.pop("redaction"),
+        lambda r: r.update(redaction={"policy": "gov_cloud"}),
+        lambda r: r.update(health_code={"status": "purple", "as_of": "2026-11-29T00:30:00Z", "stale": False}),
+    ):
+        faulty = copy()
+        mutate(faulty)
+        faults.append(faulty)
+    return faults
+
+
+def test_dict_validation_rejects_exactly_what_the_record_model_rejects() -> None:
+    # GIVEN the gov cloud's record of an access event with a health code, and copies with one fault each
+    from pydantic import ValidationError
+
+    redactor = _gov()
+    queued = example_queued("access")
+    health = HealthCodeView(status="green", as_of=queued.received_at, stale=False)
+    record = redactor.build(queued, Enrichment(site=SiteView(site_id="s1"), health_code=health), DataKeys(NoKms(), {}))
+    dicts = redactor._dicts
+    assert dicts is not None  # the default policies' record models take the dict path
+    # THEN the valid record passes both and serialises to the same JSON
+    assert dicts.to_json(dicts.validate(record), by_alias=True, exclude_none=True).decode() == (
+        redactor.model.model_validate(record).model_dump_json(by_alias=True, exclude_none=True)
+    )
+    # AND every faulty copy is rejected by both
+    for faulty in _faulty(record):
+        with pytest.raises(ValidationError):
+            redactor.model.model_validate(faulty)
+        with pytest.raises(ValidationError):
+            dicts.validate(faulty)
+
+
+def test_record_json_equals_the_model_path_for_every_event_type() -> None:
+    from anfang.contracts import EVENT_TYPES
+
+    redactor = _gov()
+    enrichment = Enrichment(site=SiteView(site_id="s1", site_type="rural", name="Village"))
+    for event_type in EVENT_TYPES:
+        queued = example_queued(event_type)
+        keys = DataKeys(NoKms(), {})
+        assert redactor.record_json(queued, enrichment, keys) == redactor.record(
+            queued, enrichment, keys
+        ).model_dump_json(by_alias=True, exclude_none=True)

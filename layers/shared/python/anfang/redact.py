@@ -14,22 +14,27 @@ field of its kind, so an ID number pseudonymised in an access event matches the 
 from __future__ import annotations
 
 import base64
+import binascii
+import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, create_model
+from pydantic_core import SchemaError, SchemaSerializer, SchemaValidator
 
 from anfang.contracts import (
     RECORD_SCHEMA,
     Envelope,
     EventType,
     HealthCodeView,
+    ImageAnalysis,
     QueuedEvent,
     RecordImage,
     Redaction,
@@ -37,7 +42,7 @@ from anfang.contracts import (
     plate_province,
 )
 from anfang.contracts.types import Direction, EventId, TownCode
-from anfang.policies import COMMON_PATHS, FieldSpec, Policy, event_fields
+from anfang.policies import COMMON_PATHS, FieldSpec, ImageAction, Policy, event_fields
 from anfang.thumbnails import derived_sha256, thumbnail_size
 
 __all__ = [
@@ -102,6 +107,33 @@ def pseudonym(secret: bytes, domain: str, value: str) -> str:
     return PSEUDONYM_PREFIX + base64.urlsafe_b64encode(digest[:18]).decode("ascii")
 
 
+_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
+
+
+def _pseudonymizer(secret: bytes, domain: str) -> Callable[..., str]:
+    """:func:`pseudonym` with the key and domain absorbed once.
+
+    HMAC (RFC 2104) spelled out over two precomputed SHA-256 states, so a value costs two state copies and
+    two compressions of C code and no Python-level ``hmac.HMAC`` object; the unit tests check it equals
+    :func:`pseudonym`.
+    """
+    key = hashlib.sha256(secret).digest() if len(secret) > 64 else secret
+    key = key.ljust(64, b"\x00")
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+    inner.update(domain.encode() + b"\x00")
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+    b2a = binascii.b2a_base64
+
+    def apply(value: Any, _event_id: str = "", _keys: Any = None) -> str:  # also an _Op: no wrapper call
+        mac = inner.copy()
+        mac.update((value if type(value) is str else str(value)).encode())
+        out = outer.copy()
+        out.update(mac.digest())
+        return PSEUDONYM_PREFIX + b2a(out.digest()[:18], newline=False).translate(_URLSAFE).decode("ascii")
+
+    return apply
+
+
 def _generalize(kind: str, value: str) -> str:
     if kind == "plate":
         return plate_province(value)
@@ -148,18 +180,33 @@ class DataKeys:
         return key
 
 
-def _encrypt(key: DataKey, destination: str, event_id: str, field: str, value: Any) -> dict[str, str]:
-    iv = os.urandom(12)
-    plaintext = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
-    ct = key.aead.encrypt(iv, plaintext, encryption_aad(destination, event_id, field))
-    return {
-        "enc": "A256GCM",
-        "kid": key.kid,
-        "edk": key.edk,
-        "iv": base64.b64encode(iv).decode(),
-        "ct": base64.b64encode(ct).decode(),
-        "field": field,
-    }
+_PLAINTEXT_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_AAD_STRING: Final = json.JSONEncoder().encode  # as json.dumps(value) with its defaults, as encryption_aad uses
+
+
+def _encrypter(destination: str, field: str) -> Callable[[Any, str, DataKeys], dict[str, str]]:
+    """Envelope encryption of one field for one destination; the AAD (:func:`encryption_aad`) is precomputed
+    around the event id, so a value costs one JSON encode, one AES-GCM seal and two base64 encodes."""
+    # encryption_aad sorts its keys: destination, event_id, field. Only the event id varies per record.
+    head = json.dumps({"destination": destination}, separators=(",", ":"))[:-1].encode() + b',"event_id":'
+    tail = b',"field":' + json.dumps(field).encode() + b"}"
+    b64 = base64.b64encode
+    encode = _PLAINTEXT_ENCODER.encode  # json.dumps with options builds a new encoder on every call
+
+    def apply(value: Any, event_id: str, keys: DataKeys) -> dict[str, str]:
+        key = keys.for_destination(destination)
+        iv = os.urandom(12)
+        ct = key.aead.encrypt(iv, encode(value).encode(), head + _AAD_STRING(event_id).encode() + tail)
+        return {
+            "enc": "A256GCM",
+            "kid": key.kid,
+            "edk": key.edk,
+            "iv": b64(iv).decode(),
+            "ct": b64(ct).decode(),
+            "field": field,
+        }
+
+    return apply
 
 
 # ---------------------------------------------------------------------------------------------------- models
@@ -244,25 +291,128 @@ def _record_model(policy: Policy) -> type[BaseModel]:
 # ---------------------------------------------------------------------------------------------------- redactor
 
 
-def _get(obj: Mapping[str, Any], path: str) -> Any:
-    node: Any = obj
-    for part in path.split("."):
-        if type(node) is not dict:  # JSON objects are dicts; an exact check is cheaper than an ABC check
-            return None
-        node = node.get(part)
-    return node
+_MODEL_KEYS: Final = frozenset({"type", "cls", "schema", "config", "ref", "metadata", "custom_init", "root_model"})
+_MODEL_FIELDS_KEYS: Final = frozenset({"type", "fields", "model_name", "computed_fields"})
+_FIELD_KEYS: Final = frozenset({"type", "schema", "validation_alias", "serialization_alias", "metadata"})
 
 
-def _put(obj: dict[str, Any], path: str, value: Any) -> None:
-    *parents, leaf = path.split(".")
-    node = obj
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = value
+def _as_dicts(schema: Any) -> Any:
+    """A model's core schema with every model turned into a typed dict of the same fields.
+
+    The same field schemas (types, patterns, lengths, literals), aliases, config and ``extra="forbid"``: it
+    accepts and rejects what the model does and serialises the same JSON, without building a model instance
+    per record, image and body. Raises ``TypeError`` on anything it does not know how to carry over (model
+    validators, custom ``__init__``, computed fields), so such a model keeps the model path.
+    """
+    if isinstance(schema, list):
+        return [_as_dicts(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if schema.get("type", "").startswith("function-") or schema.get("type") == "model-fields":
+        raise TypeError(f"cannot carry over a {schema['type']} schema")
+    if schema.get("type") != "model":
+        return {key: value if key == "metadata" else _as_dicts(value) for key, value in schema.items()}
+    inner = schema["schema"]
+    if set(schema) - _MODEL_KEYS or schema.get("custom_init") or schema.get("root_model"):
+        raise TypeError(f"cannot carry over model keys {sorted(set(schema) - _MODEL_KEYS)}")
+    if inner.get("type") != "model-fields" or inner.get("computed_fields") or set(inner) - _MODEL_FIELDS_KEYS:
+        raise TypeError(f"cannot carry over {inner.get('type')} of {schema.get('ref')}")
+    fields = {}
+    for name, field in inner["fields"].items():
+        if set(field) - _FIELD_KEYS:
+            raise TypeError(f"cannot carry over field keys {sorted(set(field) - _FIELD_KEYS)} of {name}")
+        converted = _as_dicts(field["schema"])
+        fields[name] = {
+            **{key: value for key, value in field.items() if key != "schema"},
+            "type": "typed-dict-field",
+            "schema": converted,
+            "required": converted.get("type") != "default",
+        }
+    config = schema.get("config") or {}
+    out: dict[str, Any] = {"type": "typed-dict", "fields": fields, "config": config}
+    if "extra_fields_behavior" in config:
+        out["extra_behavior"] = config["extra_fields_behavior"]
+    if "ref" in schema:
+        out["ref"] = schema["ref"]
+    return out
+
+
+class _DictRecords:
+    """Validates and serialises records as dicts against the record model's own constraints (see _as_dicts)."""
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        schema = _as_dicts(model.__pydantic_core_schema__)
+        config = schema.get("config")
+        self.validate = SchemaValidator(schema, config).validate_python
+        self.to_json = SchemaSerializer(schema, config).to_json
+
+
+#: A value's transform (``None`` for keep), called as ``op(value, event_id, keys)``.
+_Op = Callable[[Any, str, "DataKeys"], Any]
+#: A compiled part of the event: per key, in policy order, either a leaf's transform or the part below it.
+_Tree = tuple[tuple[str, "_Op | None", "_Tree | None"], ...]
+
+
+def _project(source: dict[str, Any], tree: _Tree, event_id: str, keys: DataKeys) -> dict[str, Any]:
+    """The allow-listed part of ``source``: only the keys of ``tree``, each value through its transform."""
+    out: dict[str, Any] = {}
+    for key, op, below in tree:
+        value = source.get(key)
+        if value is None:
+            continue
+        if below is not None:
+            if type(value) is dict:  # JSON objects are dicts; an exact check is cheaper than an ABC check
+                part = _project(value, below, event_id, keys)
+                if part:
+                    out[key] = part
+        else:
+            out[key] = value if op is None else op(value, event_id, keys)
+    return out
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A policy compiled for one event type: its kept fields as a tree of bound transforms, and the image
+    action of each role."""
+
+    bodies: _Tree
+    images: Mapping[str, ImageAction]  # roles with an action other than none
+
+
+def _analysis_json(analysis: ImageAnalysis) -> dict[str, Any]:
+    """``analysis.model_dump(mode="json", exclude_none=True)`` without the serializer's per-call overhead.
+
+    Every field of :class:`ImageAnalysis` is a JSON scalar except ``faces`` (a list of boxes of ints); the
+    unit tests check this equals ``model_dump`` for analyses with every field set.
+    """
+    out = {k: v for k, v in analysis.__dict__.items() if v is not None}
+    faces = analysis.faces
+    out["faces"] = [dict(box.__dict__) for box in faces] if faces else []
+    return out
+
+
+assert set(ImageAnalysis.model_fields) == {
+    "quality",
+    "sharpness",
+    "brightness",
+    "contrast",
+    "faces",
+    "phash",
+    "error",
+}, "_analysis_json knows every field of ImageAnalysis"
+
+
+_thumbnail_size: Final = functools.lru_cache(maxsize=256)(thumbnail_size)  # a fleet has a few image sizes
 
 
 class Redactor:
-    """Builds one destination's records from its policy."""
+    """Builds one destination's records from its policy.
+
+    The policy is compiled once (per cold start) into a plan per event type: the kept paths as a tree whose
+    leaves hold their bound action (HMAC state keyed per field kind, AAD precomputed), so a record costs a few
+    dict lookups and the transforms themselves, not a walk of the policy. :meth:`record_json` validates
+    against the record model's constraints on plain dicts (see ``_as_dicts``).
+    """
 
     def __init__(self, policy: Policy, *, secret: bytes, town: str, buckets: ImageBuckets) -> None:
         if len(secret) < 16:
@@ -270,100 +420,155 @@ class Redactor:
         self.policy = policy
         self.destination = policy.policy
         self.model = record_model(policy)
+        self._validator = self.model.__pydantic_validator__
+        try:
+            self._dicts: _DictRecords | None = _DictRecords(self.model)
+        except (TypeError, SchemaError):  # pragma: no cover - a model the dict path cannot mirror keeps the model path
+            self._dicts = None
         self._secret = secret
         self._town = town
         self._buckets = buckets
-        self._plans: dict[str, list[tuple[str, str, str]]] = {}
+        self._raw_prefix = f"s3://{buckets.raw_bucket}/"
+        self._image_prefix = f"s3://{buckets.image_bucket}/"
+        self._ref = policy.ref
+        self._device_pseudonym = None if policy.common["device_id"] == "keep" else _pseudonymizer(secret, "device_id")
+        self._keep_direction = policy.common.get("direction") == "keep"
+        self._keep_health_code = policy.common.get("health_code") == "keep"
+        self._plans: dict[str, _Plan] = {}
+        self._iso: dict[tuple[dt.datetime, dt.timedelta | None], str] = {}
 
-    def _plan(self, event_type: EventType) -> list[tuple[str, str, str]]:
+    def _plan(self, event_type: EventType) -> _Plan:
         plan = self._plans.get(event_type)
         if plan is None:
-            specs = event_fields(event_type)
-            rules = self.policy.events.get(event_type)
-            named = rules.fields.items() if rules else ()
-            plan = [(path, action, specs[path].kind) for path, action in named if action != "drop"]
-            self._plans[event_type] = plan
+            plan = self._plans[event_type] = self._compile(event_type)
         return plan
 
-    def _value(self, action: str, kind: str, path: str, value: Any, *, event_id: str, keys: DataKeys) -> Any:
+    def _compile(self, event_type: EventType) -> _Plan:
+        specs = event_fields(event_type)
+        rules = self.policy.events.get(event_type)
+        # nested dicts of the kept paths in policy order, leaves holding their bound transform
+        nested: dict[str, Any] = {}
+        for path, action in rules.fields.items() if rules else ():
+            if action == "drop":
+                continue
+            *parents, leaf = path.split(".")
+            node = nested
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = (self._op(action, specs[path].kind, path, leaf),)
+
+        def freeze(node: dict[str, Any]) -> _Tree:
+            return tuple(
+                (key, None, freeze(child)) if isinstance(child, dict) else (key, child[0], None)
+                for key, child in node.items()
+            )
+
+        images: dict[str, ImageAction] = (
+            {role: action for role, action in rules.images.items() if action != "none"} if rules else {}
+        )
+        return _Plan(bodies=freeze(nested), images=images)
+
+    def _op(self, action: str, kind: str, path: str, leaf: str) -> _Op | None:
         if action == "keep":
-            return value
+            return None
         if action == "mask":
-            return mask(kind, str(value))
+            return lambda value, _event_id, _keys: mask(kind, str(value))
         if action == "pseudonymize":
-            return pseudonym(self._secret, path.rsplit(".", 1)[-1], str(value))
+            return _pseudonymizer(self._secret, leaf)  # the domain is the field's own name (id_number, phone...)
         if action == "generalize":
-            return _generalize(kind, str(value))
-        return _encrypt(keys.for_destination(self.destination), self.destination, event_id, path, value)
+            return lambda value, _event_id, _keys: _generalize(kind, str(value))
+        return _encrypter(self.destination, path)
+
+    def _received_at(self, received_at: dt.datetime) -> str:
+        # isoformat costs more than the rest of a record's header; a batch shares a few receive times. Keyed by
+        # the offset too: equal instants in other offsets print differently.
+        key = (received_at, received_at.utcoffset())
+        text = self._iso.get(key)
+        if text is None:
+            if len(self._iso) >= 256:
+                self._iso.clear()
+            text = self._iso[key] = received_at.isoformat()
+        return text
 
     def build(self, queued: QueuedEvent, enrichment: Enrichment, keys: DataKeys) -> dict[str, Any]:
         """The record as a JSON-ready dict (not yet validated: see :meth:`record`)."""
         event = queued.event
         event_type = queued.event_type
-        device_action = self.policy.common["device_id"]
+        plan = self._plans.get(event_type) or self._plan(event_type)
+        event_id = queued.event_id
+        pseudonymize_device = self._device_pseudonym
+        site = enrichment.site
+        received_at = queued.received_at
         record: dict[str, Any] = {
             "schema": RECORD_SCHEMA,
-            "event_id": queued.event_id,
+            "event_id": event_id,
             "event_type": event_type,
             "town": self._town,
-            "device_id": queued.device_id
-            if device_action == "keep"
-            else pseudonym(self._secret, "device_id", queued.device_id),
-            "site": enrichment.site.model_dump(mode="json", exclude_none=True),
+            "device_id": queued.device_id if pseudonymize_device is None else pseudonymize_device(queued.device_id),
+            # SiteView holds only optional strings: its JSON dump is its non-None attributes
+            "site": {k: v for k, v in site.__dict__.items() if v is not None},
             "captured_at": event["captured_at"],
-            "received_at": queued.received_at.isoformat(),
+            "received_at": self._iso.get((received_at, received_at.utcoffset())) or self._received_at(received_at),
         }
-        if self.policy.common.get("direction") == "keep" and "direction" in event:
+        if self._keep_direction and "direction" in event:
             record["direction"] = event["direction"]
-        if self.policy.common.get("health_code") == "keep" and enrichment.health_code is not None:
+        if self._keep_health_code and enrichment.health_code is not None:
             record["health_code"] = enrichment.health_code.model_dump(mode="json")
-        for path, action, kind in self._plan(event_type):
-            value = _get(event, path)
-            if value is None:
-                continue
-            _put(record, path, self._value(action, kind, path, value, event_id=queued.event_id, keys=keys))
-        record["images"] = self._images(queued)
-        record["redaction"] = {"policy": self.policy.ref}
+        for body, _, below in plan.bodies:
+            source = event.get(body)
+            if type(source) is dict:
+                part = _project(source, below, event_id, keys)  # type: ignore[arg-type]
+                if part:
+                    record[body] = part
+        record["images"] = self._images(queued, plan.images) if queued.images else []
+        record["redaction"] = {"policy": self._ref}
         return record
 
-    def _images(self, queued: QueuedEvent) -> list[dict[str, Any]]:
+    def _images(self, queued: QueuedEvent, actions: Mapping[str, ImageAction]) -> list[dict[str, Any]]:
         images = []
         for stored in queued.images:
-            action = self.policy.image_action(queued.event_type, stored.role)
-            if action == "none":
+            role = stored.role
+            action = actions.get(role)
+            if action is None:
                 continue
-            analysis = stored.analysis.model_dump(mode="json", exclude_none=True) if stored.analysis else None
+            image: dict[str, Any]
             if action == "original":
-                ref, sha256, (width, height) = (
-                    f"s3://{self._buckets.raw_bucket}/{stored.ref}",
-                    stored.sha256,
-                    (stored.width, stored.height),
-                )
+                image = {
+                    "role": role,
+                    "ref": self._raw_prefix + stored.ref,
+                    "sha256": stored.sha256,
+                    "width": stored.width,
+                    "height": stored.height,
+                }
             else:
-                key = stored.derived.get(action)
+                key = stored.derived.get(action)  # type: ignore[arg-type]
                 if key is None:  # analysis failed or has not run: no derived image, never a fallback to more
                     continue
-                ref = f"s3://{self._buckets.image_bucket}/{key}"
-                sha256, (width, height) = derived_sha256(key), thumbnail_size(stored.width, stored.height)
-            image: dict[str, Any] = {
-                "role": stored.role,
-                "ref": ref,
-                "sha256": sha256,
-                "width": width,
-                "height": height,
-            }
+                width, height = _thumbnail_size(stored.width, stored.height)
+                image = {
+                    "role": role,
+                    "ref": self._image_prefix + key,
+                    "sha256": derived_sha256(key),
+                    "width": width,
+                    "height": height,
+                }
+            analysis = stored.analysis
             if analysis is not None:
-                image["analysis"] = analysis
+                image["analysis"] = _analysis_json(analysis)
             images.append(image)
         return images
 
     def record(self, queued: QueuedEvent, enrichment: Enrichment, keys: DataKeys) -> BaseModel:
         """The record validated against this destination's record model (raises ``pydantic.ValidationError``)."""
-        return self.model.model_validate(self.build(queued, enrichment, keys))
+        return self._validator.validate_python(self.build(queued, enrichment, keys))  # type: ignore[no-any-return]
 
     def record_json(self, queued: QueuedEvent, enrichment: Enrichment, keys: DataKeys) -> str:
         """The validated record as the JSON that is published."""
-        return self.record(queued, enrichment, keys).model_dump_json(by_alias=True, exclude_none=True)
+        if self._dicts is None:  # pragma: no cover - see _as_dicts
+            return self.record(queued, enrichment, keys).model_dump_json(by_alias=True, exclude_none=True)
+        # The same validation as record() (the record model's constraints), on dicts: no model instances.
+        valid = self._dicts.validate(self.build(queued, enrichment, keys))
+        return self._dicts.to_json(valid, by_alias=True, exclude_none=True).decode()
 
 
 assert set(COMMON_PATHS) == {"device_id", "direction", "health_code"}
