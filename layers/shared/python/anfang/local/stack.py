@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import threading
+import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -179,6 +180,12 @@ class LocalStack:
         for thread in self._threads:
             thread.join(timeout=10)
         if self._moto is not None:
+            # moto's backends are process-wide: forget this stack so the next one (or a test) starts empty
+            host, port = self._moto.get_host_and_port()
+            try:
+                urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST"))
+            except OSError:
+                logger.warning("could not reset the moto server's state")
             self._moto.stop()
             self._moto = None
         if self._saved_environ is not None:
