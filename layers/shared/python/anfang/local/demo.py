@@ -42,13 +42,15 @@ DESTINATIONS: Final = ("gov_cloud", "police_video")
 DEVICES_PER_SITE: Final = 2
 DEMO_TOWN: Final = "xihu-beishan"
 _QUEUE_OUTPUTS: Final = {"gov_cloud": "GovCloudQueueUrl", "police_video": "PoliceVideoQueueUrl"}
-_DLQ_OUTPUTS: Final = (
-    "AnalyseDeadLetterQueueUrl",
-    "ProcessDeadLetterQueueUrl",
-    "GovCloudDeadLetterQueueUrl",
-    "PoliceVideoDeadLetterQueueUrl",
-    "ImportDeadLetterQueueUrl",
-)
+_DLQ_OUTPUTS: Final = {
+    "analyse": "AnalyseDeadLetterQueueUrl",
+    "process": "ProcessDeadLetterQueueUrl",
+    "gov_cloud": "GovCloudDeadLetterQueueUrl",
+    "police_video": "PoliceVideoDeadLetterQueueUrl",
+    "healthcode_import": "ImportDeadLetterQueueUrl",
+}
+#: The demo prints a summary; the functions' EMF metrics (CloudWatch's input on Lambda) would drown it.
+_DEMO_ENVIRONMENT: Final = {"POWERTOOLS_METRICS_DISABLED": "true"}
 
 
 @dataclass
@@ -269,7 +271,7 @@ def run_demo(
     result = DemoResult(events=events)
     fixtures = root.parent / "shared" / "fixtures" / "images"
     stream.write(f"anfang local demo: {events} events from {devices} simulated devices\n")
-    with LocalStack(root, out / "local", town=_demo_town(root)) as stack:
+    with LocalStack(root, out / "local", town=_demo_town(root), environment=_DEMO_ENVIRONMENT) as stack:
         assert stack.info is not None
         session = boto3.session.Session(region_name=stack.info.region)
 
@@ -298,11 +300,9 @@ def run_demo(
             for handle in files.values():
                 handle.close()
         result.delivered = {d: sum(1 for seen in arrivals.values() if d in seen) for d in DESTINATIONS}
-        for key in _DLQ_OUTPUTS:
+        for queue, key in _DLQ_OUTPUTS.items():
             attributes = sqs.get_queue_attributes(QueueUrl=outputs[key], AttributeNames=["ApproximateNumberOfMessages"])
-            result.dead_letters[key.removesuffix("DeadLetterQueueUrl")] = int(
-                attributes["Attributes"]["ApproximateNumberOfMessages"]
-            )
+            result.dead_letters[queue] = int(attributes["Attributes"]["ApproximateNumberOfMessages"])
         for seen in arrivals.values():
             record = next(v for k, v in seen.items() if k in DESTINATIONS)
             captured = dt.datetime.fromisoformat(record["captured_at"])
