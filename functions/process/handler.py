@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from anfang.contracts.types import TownCode
 from anfang.dedupe import DeliveredEvents
 from anfang.enrich import Enricher, HealthCodeLookup, SiteLookup
-from anfang.healthcodes import CurrentHealthCodes, HealthCodeTable, load_pepper, person_key
+from anfang.healthcode_lookup import CurrentHealthCodes
+from anfang.healthcodes import HealthCodeTable, load_pepper, person_key
 from anfang.policies import DESTINATIONS, load_policy
 from anfang.process import Incoming, ProcessDeps, Processor
 from anfang.redact import ImageBuckets, Redactor

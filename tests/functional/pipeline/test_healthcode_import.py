@@ -22,9 +22,9 @@ import pytest
 
 from anfang.contracts import find_resident_ids, resident_id_check_char
 from anfang.healthcode_import import SnapshotImporter
+from anfang.healthcode_lookup import CurrentHealthCodes
 from anfang.healthcodes import (
     CURRENT_SNAPSHOT_KEY,
-    CurrentHealthCodes,
     HealthCodeRecord,
     HealthCodeTable,
     SnapshotStore,
@@ -398,8 +398,6 @@ def test_lookups_split_into_batches_of_100_keys(hc: HealthCodes) -> None:
 def _processor(stack: Stack, **env: str) -> Processor:
     settings = process_handler.Settings.model_validate({**stack.env, **env})
     sites, health_codes, person_key = process_handler.lookups(settings, session=stack.session)
-    if isinstance(health_codes, CurrentHealthCodes):
-        health_codes = CurrentHealthCodes(health_codes._table, pointer_cache_secs=0)  # no waiting in a test
     return process_handler.build_processor(
         settings, sites=sites, health_codes=health_codes, person_key=person_key, session=stack.session
     )

@@ -183,7 +183,7 @@ class SnapshotImporter:
             self._snapshots.mark_importing(snapshot_id)
             result = self._import(bucket, key, snapshot_id)
             if result.imported == 0:
-                raise SnapshotImportError("snapshot_empty", "no valid line; the previous snapshot stays authoritative")
+                raise SnapshotImportError("snapshot_empty", "no valid line")
             if not self._table.set_current_snapshot(snapshot):
                 raise SnapshotImportError("snapshot_superseded", "a newer snapshot is authoritative")
         except SnapshotImportError as exc:

@@ -14,12 +14,12 @@ Health-code table: partition key ``person_key`` (S); ``status`` (S: green/yellow
 - ``snapshot#current``: the pointer to the authoritative snapshot, ``snapshot_id``, ``as_of`` (RFC 3339)
   and ``as_of_us`` (N, Unix microseconds, compared when the pointer moves); no TTL, purged with the rest.
 
-Authority rule (what enrichment counts, :class:`CurrentHealthCodes`): the current snapshot's line of a
-person, and the person's delta only if its ``updated_at`` is after the current snapshot's ``as_of`` (the
-snapshot's ``created_at``); with no snapshot imported yet, every delta. Of the two the newer wins. A person
-absent from the current snapshot has only deltas newer than it; records of older or failed snapshots are
-ignored and expire by TTL. A snapshot line counts ``as_of`` the snapshot (the commission vouched for it
-then), or its own ``updated_at`` if later.
+Authority rule (what enrichment counts; :class:`anfang.healthcode_lookup.CurrentHealthCodes` applies it):
+the current snapshot's line of a person, and the person's delta only if its ``updated_at`` is after the
+current snapshot's ``as_of`` (the snapshot's ``created_at``); with no snapshot imported yet, every delta. Of
+the two the newer wins. A person absent from the current snapshot has only deltas newer than it; records of
+older or failed snapshots are ignored and expire by TTL. A snapshot line counts ``as_of`` the snapshot (the
+commission vouched for it then), or its own ``updated_at`` if later.
 
 Snapshots table: partition key ``snapshot_id`` (S); ``status``, ``created_at``, ``updated_at``,
 ``object_key``, ``key_id``, ``received``/``imported``/``rejected`` (N), ``error``, TTL ``expires_at``.
@@ -67,7 +67,6 @@ from anfang.contracts.limits import MAX_HEALTH_CODE_DELTAS
 from anfang.contracts.problems import ContractError, ErrorCode
 from anfang.contracts.signing import Verifier
 from anfang.contracts.types import HealthCodeStatus
-from anfang.enrich import HealthCodeRecord as CodeSeen
 from anfang.gate import authenticate
 from anfang.http import (
     HttpResponse,
@@ -85,7 +84,6 @@ __all__ = [
     "HEALTH_CODE_TTL_ATTRIBUTE",
     "MIN_PEPPER_BYTES",
     "SNAPSHOT_PREFIX",
-    "CurrentHealthCodes",
     "CurrentSnapshot",
     "HealthCodeApi",
     "HealthCodeRecord",
@@ -304,63 +302,6 @@ class HealthCodeTable:
                 return
             time.sleep(min(0.05 * 2**attempt, 1.0))
         raise RuntimeError("health-code write left items unprocessed")
-
-
-class CurrentHealthCodes:
-    """The enrichment's view of the table (``anfang.enrich.HealthCodeLookup``), applying the authority rule.
-
-    One BatchGetItem per 100 keys (two keys a person: the delta and the current snapshot's line); the
-    pointer to the current snapshot is read with its own call at most every ``pointer_cache_secs``. A stale
-    pointer is harmless: a superseded snapshot's lines stay in the table until their TTL.
-
-    >>> codes = CurrentHealthCodes(HealthCodeTable(dynamodb_client, "anfang-330106-health-codes"))
-    >>> codes.batch_get([pk])
-    {'3f0c...': HealthCodeRecord(status='green', updated_at=datetime(...))}
-    """
-
-    def __init__(
-        self, table: HealthCodeTable, *, pointer_cache_secs: float = 60.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._table = table
-        self._cache_secs = pointer_cache_secs
-        self._clock = clock
-        self._pointer: tuple[float, CurrentSnapshot | None] | None = None
-
-    def current(self) -> CurrentSnapshot | None:
-        """The authoritative snapshot (cached for ``pointer_cache_secs``)."""
-        now = self._clock()
-        if self._pointer is None or self._pointer[0] <= now:
-            self._pointer = (now + self._cache_secs, self._table.current_snapshot())
-        return self._pointer[1]
-
-    def batch_get(self, person_keys: Sequence[str]) -> dict[str, CodeSeen]:
-        """The code that counts for each person key, by the authority rule; persons without one left out."""
-        current = self.current()
-        wanted = list(person_keys)
-        if current is not None:
-            wanted += [snapshot_record_key(k, current.snapshot_id) for k in person_keys]
-        items = self._table.get_many(wanted)
-        out: dict[str, CodeSeen] = {}
-        for key in person_keys:
-            candidates: list[CodeSeen] = []
-            delta = items.get(key)
-            if delta is not None:
-                seen = _code_seen(delta)
-                if current is None or seen.updated_at > current.as_of:
-                    candidates.append(seen)
-            line = items.get(snapshot_record_key(key, current.snapshot_id)) if current is not None else None
-            if line is not None and current is not None:
-                seen = _code_seen(line)
-                candidates.append(CodeSeen(seen.status, max(seen.updated_at, current.as_of)))
-            if candidates:
-                out[key] = max(candidates, key=lambda c: c.updated_at)
-        return out
-
-
-def _code_seen(item: Mapping[str, Any]) -> CodeSeen:
-    return CodeSeen(
-        status=cast(HealthCodeStatus, item["status"]["S"]), updated_at=datetime.fromisoformat(item["updated_at"]["S"])
-    )
 
 
 class SnapshotStore:
