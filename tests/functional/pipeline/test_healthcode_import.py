@@ -19,6 +19,8 @@ from typing import Any
 from urllib.parse import quote_plus
 
 import pytest
+from botocore.exceptions import ClientError
+from pydantic import ValidationError
 
 from anfang.contracts import find_resident_ids, resident_id_check_char
 from anfang.healthcode_import import SnapshotImporter
@@ -506,3 +508,43 @@ def test_enrichment_with_the_real_adapters_stays_within_the_call_budget(hc: Heal
     # the delivered table (1), the registry (1), the pointer (1, then cached), 50 persons x 2 keys (1)
     assert calls["dynamodb.BatchGetItem"] == 4
     assert sum(calls.values()) / 100 <= 0.3
+
+
+def test_an_aws_error_is_recorded_and_raised_for_lambda_to_retry(hc: HealthCodes) -> None:
+    # GIVEN an import whose health-code table cannot be written (here: the name is wrong)
+    snapshot_id = hc.upload(ndjson([(resident_id(1), "green", at(1))]))
+    broken = import_handler.build_importer(
+        hc.settings(HEALTH_CODES_TABLE_NAME="no-such-table"), session=hc.stack.session
+    )
+    # WHEN S3 delivers the event, the invocation fails (Lambda retries it) with the reason on the record
+    with pytest.raises(ClientError):
+        hc.run(snapshot_id, broken)
+    info = hc.snapshots.get(snapshot_id)
+    assert info is not None and info.status == "failed" and info.error == "retry_later: ResourceNotFoundException"
+    # THEN the retry, once the table answers, imports the snapshot
+    assert hc.run(snapshot_id)["snapshots"][0]["outcome"] == "imported"
+    info = hc.snapshots.get(snapshot_id)
+    assert info is not None and info.status == "imported" and info.counts.imported == 1
+
+
+def test_the_lambda_entry_point_validates_its_environment_at_cold_start(
+    hc: HealthCodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snapshot_id = hc.upload(ndjson([(resident_id(1), "green", at(1))]))
+    import_handler.importer.cache_clear()
+    monkeypatch.delenv("HEALTH_CODE_SNAPSHOTS_TABLE_NAME", raising=False)
+    with pytest.raises(ValidationError, match="HEALTH_CODE_SNAPSHOTS_TABLE_NAME"):
+        import_handler.lambda_handler(s3_event(SnapshotStore.object_key(snapshot_id)), LambdaContext())
+    for name, value in {**hc.stack.env, **hc.env()}.items():
+        monkeypatch.setenv(name, value)
+    import_handler.importer.cache_clear()
+    out = import_handler.lambda_handler(s3_event(SnapshotStore.object_key(snapshot_id)), LambdaContext())
+    import_handler.importer.cache_clear()
+    assert out["snapshots"][0]["outcome"] == "imported"
+
+
+class LambdaContext:
+    function_name = "healthcode-import"
+    memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws-cn:lambda:cn-north-1:123456789012:function:healthcode-import"
+    aws_request_id = "req-1"
