@@ -233,7 +233,10 @@ class HealthCodeTable:
         return found
 
     def current_snapshot(self) -> CurrentSnapshot | None:
-        """The pointer to the authoritative snapshot, or None when no snapshot was imported (or after a purge)."""
+        """The pointer to the authoritative snapshot, or None when no snapshot was imported (or after a purge).
+
+        Read with BatchGetItem, the only read the process function's role allows on this table.
+        """
         item = self.get_many([CURRENT_SNAPSHOT_KEY]).get(CURRENT_SNAPSHOT_KEY)
         if item is None:
             return None
