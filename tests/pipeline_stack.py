@@ -124,6 +124,14 @@ def create_stack(*, max_receive_count: int = 3) -> Stack:
         ],
         BillingMode="PAY_PER_REQUEST",
     )
+    for name, key in (("devices", "pk"), ("health-codes", "person_key")):
+        ddb.create_table(
+            TableName=name,
+            KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    pepper = sm.create_secret(Name="health-code-pepper", SecretString=PEPPER.decode())["ARN"]
     police_key = kms.create_key(Description="police_video")["KeyMetadata"]["Arn"]
     for bucket in ("anfang-raw", "anfang-images"):
         s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
@@ -141,6 +149,9 @@ def create_stack(*, max_receive_count: int = 3) -> Stack:
         "RAW_IMAGE_BUCKET_NAME": "anfang-raw",
         "IMAGE_BUCKET_NAME": "anfang-images",
         "PROCESS_QUEUE_URL": process_queue,
+        "DEVICES_TABLE_NAME": "devices",
+        "HEALTH_CODES_TABLE_NAME": "health-codes",
+        "HEALTH_CODE_PEPPER_SECRET_ARN": pepper,
     }
     stack = Stack(
         session=session,

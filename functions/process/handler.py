@@ -10,21 +10,24 @@ import hmac
 import json
 import os
 from collections.abc import Callable
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from anfang.contracts.types import TownCode
 from anfang.dedupe import DeliveredEvents
 from anfang.enrich import Enricher, HealthCodeLookup, SiteLookup
+from anfang.healthcode_lookup import CurrentHealthCodes
+from anfang.healthcodes import HealthCodeTable, load_pepper, person_key
 from anfang.policies import DESTINATIONS, load_policy
 from anfang.process import Incoming, ProcessDeps, Processor
 from anfang.redact import ImageBuckets, Redactor
+from anfang.registry import DeviceRegistry
 
 logger = Logger(service="process")
 metrics = Metrics(namespace="anfang", service="process")
@@ -46,8 +49,17 @@ class Settings(BaseModel):
     raw_bucket: str = Field(alias="RAW_IMAGE_BUCKET_NAME", min_length=3)
     image_bucket: str = Field(alias="IMAGE_BUCKET_NAME", min_length=3)
     policy_dir: Path | None = Field(default=None, alias="POLICY_DIR", description="a town's own policies")
+    devices_table: str = Field(alias="DEVICES_TABLE_NAME", min_length=3)
     health_codes_enabled: bool = Field(default=True, alias="HEALTH_CODES_ENABLED")
+    health_codes_table: str | None = Field(default=None, alias="HEALTH_CODES_TABLE_NAME", min_length=3)
+    health_code_pepper_secret_arn: str | None = Field(default=None, alias="HEALTH_CODE_PEPPER_SECRET_ARN", min_length=1)
     health_code_stale_hours: int = Field(default=24, alias="HEALTH_CODE_STALE_HOURS", gt=0)
+
+    @model_validator(mode="after")
+    def _health_code_resources(self) -> Self:
+        if self.health_codes_enabled and not (self.health_codes_table and self.health_code_pepper_secret_arn):
+            raise ValueError("HEALTH_CODES_ENABLED needs HEALTH_CODES_TABLE_NAME and HEALTH_CODE_PEPPER_SECRET_ARN")
+        return self
 
 
 def pseudonym_secrets(secretsmanager: Any, arn: str) -> dict[str, bytes]:
@@ -104,12 +116,26 @@ def build_processor(
     )
 
 
-def lookups(settings: Settings) -> tuple[SiteLookup, HealthCodeLookup | None, Callable[[str], str]]:
-    """The device-registry and health-code adapters (``anfang.registry``, ``anfang.healthcodes``, issue 3).
+def _health_codes_off(id_number: str) -> str:
+    raise RuntimeError("health codes are switched off for this town")
 
-    Wired by the integrator once those modules land; the pipeline only depends on the protocols.
-    """
-    raise NotImplementedError("process function: wire anfang.registry and anfang.healthcodes here")
+
+def lookups(
+    settings: Settings, *, session: Any = None
+) -> tuple[SiteLookup, HealthCodeLookup | None, Callable[[str], str]]:
+    """The device registry, the health-code table under the authority rule, and the pepper-bound person key."""
+    session = session or boto3.session.Session()
+    dynamodb = session.client("dynamodb")
+    sites = DeviceRegistry(dynamodb, settings.devices_table, town_code=settings.town_code)
+    if (
+        not settings.health_codes_enabled
+        or not settings.health_codes_table
+        or not settings.health_code_pepper_secret_arn
+    ):
+        return sites, None, _health_codes_off
+    pepper = load_pepper(session.client("secretsmanager"), settings.health_code_pepper_secret_arn)
+    health_codes = CurrentHealthCodes(HealthCodeTable(dynamodb, settings.health_codes_table))
+    return sites, health_codes, partial(person_key, pepper)
 
 
 @cache

@@ -6,7 +6,20 @@ is turned into it on arrival and is never stored or logged.
 Health-code table: partition key ``person_key`` (S); ``status`` (S: green/yellow/red), ``updated_at``
 (S, RFC 3339 UTC), ``source_version`` (S: ``delta:<unix seconds of the signed request>`` or
 ``snapshot:<snapshot_id>``), TTL attribute ``expires_at`` (N, Unix seconds). Build items with
-:func:`health_code_item`, read them with :meth:`HealthCodeTable.get`.
+:func:`health_code_item`, read them with :meth:`HealthCodeTable.get`. Three kinds of item share the table:
+
+- ``<person_key>``: the person's latest delta (``source_version = delta:...``), written by the API;
+- ``<person_key>#<snapshot_id>``: the person's line of one imported snapshot (``snapshot:<snapshot_id>``),
+  so a new import never overwrites what the authoritative snapshot says (:func:`snapshot_record_key`);
+- ``snapshot#current``: the pointer to the authoritative snapshot, ``snapshot_id``, ``as_of`` (RFC 3339)
+  and ``as_of_us`` (N, Unix microseconds, compared when the pointer moves); no TTL, purged with the rest.
+
+Authority rule (what enrichment counts; :class:`anfang.healthcode_lookup.CurrentHealthCodes` applies it):
+the current snapshot's line of a person, and the person's delta only if its ``updated_at`` is after the
+current snapshot's ``as_of`` (the snapshot's ``created_at``); with no snapshot imported yet, every delta. Of
+the two the newer wins. A person absent from the current snapshot has only deltas newer than it; records of
+older or failed snapshots are ignored and expire by TTL. A snapshot line counts ``as_of`` the snapshot (the
+commission vouched for it then), or its own ``updated_at`` if later.
 
 Snapshots table: partition key ``snapshot_id`` (S); ``status``, ``created_at``, ``updated_at``,
 ``object_key``, ``key_id``, ``received``/``imported``/``rejected`` (N), ``error``, TTL ``expires_at``.
@@ -67,9 +80,11 @@ from anfang.http import (
 from anfang.observability import StageMetrics
 
 __all__ = [
+    "CURRENT_SNAPSHOT_KEY",
     "HEALTH_CODE_TTL_ATTRIBUTE",
     "MIN_PEPPER_BYTES",
     "SNAPSHOT_PREFIX",
+    "CurrentSnapshot",
     "HealthCodeApi",
     "HealthCodeRecord",
     "HealthCodeTable",
@@ -79,6 +94,7 @@ __all__ = [
     "load_pepper",
     "normalise_id_number",
     "person_key",
+    "snapshot_record_key",
 ]
 
 _log = logging.getLogger(__name__)
@@ -88,6 +104,9 @@ HEALTH_CODE_TTL_ATTRIBUTE: Final = "expires_at"
 MIN_PEPPER_BYTES: Final = 16
 SNAPSHOT_PREFIX: Final = "snapshots/"
 _BATCH_WRITE: Final = 25
+_BATCH_GET: Final = 100
+#: The item holding the pointer to the authoritative snapshot (never a person key: those are 64 hex digits).
+CURRENT_SNAPSHOT_KEY: Final = "snapshot#current"
 _MAX_ROUNDS: Final = 6
 _SNAPSHOT_ID_RE: Final = re.compile(r"[0-9a-f]{32}")
 _SNAPSHOT_RECORD_TTL_SECS: Final = 90 * 86_400
@@ -131,6 +150,23 @@ class HealthCodeRecord:
     status: HealthCodeStatus
     updated_at: datetime
     source_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentSnapshot:
+    """The authoritative snapshot: its id and the time it speaks for (its ``created_at``)."""
+
+    snapshot_id: str
+    as_of: datetime
+
+
+def snapshot_record_key(key: str, snapshot_id: str) -> str:
+    """The table key of a person's line in one snapshot: ``<person_key>#<snapshot_id>``."""
+    return f"{key}#{snapshot_id}"
+
+
+def _micros(value: datetime) -> int:
+    return int(value.timestamp()) * 1_000_000 + value.microsecond
 
 
 def health_code_item(record: HealthCodeRecord, *, expires_at: int) -> dict[str, Any]:
@@ -178,6 +214,52 @@ class HealthCodeTable:
             updated_at=datetime.fromisoformat(item["updated_at"]["S"]),
             source_version=item["source_version"]["S"],
         )
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Items by key with BatchGetItem (100 keys a call, unprocessed keys retried); absent keys left out."""
+        found: dict[str, dict[str, Any]] = {}
+        for chunk in _chunks(sorted(set(keys)), _BATCH_GET):
+            request: dict[str, Any] = {self.table_name: {"Keys": [{"person_key": {"S": k}} for k in chunk]}}
+            for attempt in range(_MAX_ROUNDS):
+                page = self._client.batch_get_item(RequestItems=request)
+                for item in page.get("Responses", {}).get(self.table_name, []):
+                    found[item["person_key"]["S"]] = item
+                request = page.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                time.sleep(min(0.05 * 2**attempt, 1.0))
+            else:
+                raise RuntimeError("health-code read left keys unprocessed")
+        return found
+
+    def current_snapshot(self) -> CurrentSnapshot | None:
+        """The pointer to the authoritative snapshot, or None when no snapshot was imported (or after a purge).
+
+        Read with BatchGetItem, the only read the process function's role allows on this table.
+        """
+        item = self.get_many([CURRENT_SNAPSHOT_KEY]).get(CURRENT_SNAPSHOT_KEY)
+        if item is None:
+            return None
+        return CurrentSnapshot(item["snapshot_id"]["S"], datetime.fromisoformat(item["as_of"]["S"]))
+
+    def set_current_snapshot(self, snapshot: CurrentSnapshot) -> bool:
+        """Make ``snapshot`` authoritative unless a newer one is; False when a newer snapshot is current."""
+        try:
+            self._client.update_item(
+                TableName=self.table_name,
+                Key={"person_key": {"S": CURRENT_SNAPSHOT_KEY}},
+                UpdateExpression="SET snapshot_id = :id, as_of = :as_of, as_of_us = :us, updated_at = :now",
+                ConditionExpression="attribute_not_exists(person_key) OR as_of_us < :us OR snapshot_id = :id",
+                ExpressionAttributeValues={
+                    ":id": {"S": snapshot.snapshot_id},
+                    ":as_of": {"S": snapshot.as_of.astimezone(UTC).isoformat()},
+                    ":us": {"N": str(_micros(snapshot.as_of))},
+                    ":now": {"S": datetime.fromtimestamp(self._clock(), UTC).isoformat()},
+                },
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
 
     def put_many(self, records: Sequence[HealthCodeRecord]) -> int:
         """Write records with BatchWriteItem (25 a call, in parallel when an executor is given); the count.

@@ -16,11 +16,14 @@ GSI ``by_device`` (partition ``device_id``, sort ``pk``, projection ALL) lists a
 a device can hold several active keys while it rotates. Reads are cached in the process for
 ``cache_ttl_secs`` (negative answers too), so a warm API resolves a key without a DynamoDB call.
 
-The pipeline reuses the read side for enrichment:
+The pipeline reuses the read side for enrichment (``sites_of`` is ``anfang.enrich.SiteLookup``: one
+BatchGetItem per 100 uncached devices):
 
 >>> registry = DeviceRegistry(dynamodb_client, "anfang-330106-devices", town_code="330106")
 >>> registry.site_of("33010600001320000001")
 Site(site_id='xihu-001', site_type='residential_closed', name='Lakeside Garden')
+>>> registry.sites_of(["33010600001320000001"])
+{'33010600001320000001': SiteView(site_id='xihu-001', site_type='residential_closed', name='Lakeside Garden')}
 >>> registry.resolve(key_id).device_ids
 frozenset({'33010600001320000001'})
 """
@@ -28,7 +31,7 @@ frozenset({'33010600001320000001'})
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, cast
@@ -38,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from anfang.contracts.identifiers import validate_device_id, validate_town_code
 from anfang.contracts.keys import key_id_for, load_public_key, public_key_to_text
 from anfang.contracts.problems import ContractError, ErrorCode
+from anfang.contracts.records import SiteView
 from anfang.contracts.signing import KeyInfo
 from anfang.contracts.types import SITE_TYPES, Role, SiteType
 
@@ -54,6 +58,8 @@ __all__ = [
 
 BY_DEVICE_INDEX: Final = "by_device"
 _MAX_TRANSACTION_ITEMS: Final = 100
+_BATCH_GET: Final = 100
+_MAX_ROUNDS: Final = 6
 
 
 class RegistryError(ContractError):
@@ -168,6 +174,46 @@ class DeviceRegistry:
         """The site of a registered device, or None (what enrichment adds to a record)."""
         record = self.device(device_id)
         return record.site if record is not None else None
+
+    def sites_of(self, device_ids: Iterable[str]) -> dict[str, SiteView]:
+        """Site facts of the registered devices among ``device_ids``; cached, misses read with BatchGetItem."""
+        now = self._clock()
+        items: dict[str, dict[str, Any] | None] = {}
+        missing: list[str] = []
+        for device_id in sorted(set(device_ids)):
+            hit = self._cache.get(f"device#{device_id}")
+            if hit is not None and hit[0] > now:
+                items[device_id] = cast(dict[str, Any] | None, hit[1])
+            else:
+                missing.append(device_id)
+        for start in range(0, len(missing), _BATCH_GET):
+            chunk = missing[start : start + _BATCH_GET]
+            found = self._batch_get([f"device#{d}" for d in chunk])
+            for device_id in chunk:
+                item = found.get(f"device#{device_id}")
+                if self._ttl > 0:
+                    self._cache[f"device#{device_id}"] = (now + self._ttl, item)
+                items[device_id] = item
+        return {
+            device_id: SiteView(
+                site_id=item["site_id"]["S"], site_type=item["site_type"]["S"], name=item["site_name"]["S"]
+            )
+            for device_id, item in items.items()
+            if item is not None
+        }
+
+    def _batch_get(self, pks: list[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        request: dict[str, Any] = {self._table: {"Keys": [{"pk": _s(pk)} for pk in pks]}}
+        for attempt in range(_MAX_ROUNDS):
+            page = self._client.batch_get_item(RequestItems=request)
+            for item in page.get("Responses", {}).get(self._table, []):
+                found[item["pk"]["S"]] = item
+            request = page.get("UnprocessedKeys") or {}
+            if not request:
+                return found
+            time.sleep(min(0.05 * 2**attempt, 1.0))
+        raise RuntimeError("registry read left keys unprocessed")
 
     def keys_of(self, device_id: str) -> list[KeyInfo]:
         """Every key that may send for a device, active and revoked (not cached: an admin read)."""

@@ -1,0 +1,255 @@
+"""Import a health-code snapshot: an uploaded NDJSON file → the health-code table → the authoritative snapshot.
+
+The S3 ObjectCreated event of ``snapshots/<snapshot_id>.ndjson`` starts it. The file is streamed in
+chunks (never whole in memory); each line is a :class:`~anfang.contracts.healthcodes.HealthCodeDelta`,
+validated on its own: an invalid line is counted and reported by line number and code, never by value,
+and never fails the import. Raw ID numbers become person keys at once. Lines are written under
+``<person_key>#<snapshot_id>`` (BatchWriteItem, 25 a call, unprocessed items retried) so the snapshot that
+is authoritative now is never overwritten; when every line is in, the snapshot becomes the current one
+(see the authority rule in :mod:`anfang.healthcodes`).
+
+- Idempotent: an S3 redelivery of an imported snapshot is skipped; a re-run of an unfinished one rewrites
+  the same items and *sets* the counts, so nothing is counted twice.
+- A file that is too large, is not NDJSON (a line longer than any record can be) or has no valid line
+  fails the snapshot with a clear error (``SnapshotStore.mark_failed``); the previous snapshot stays
+  authoritative. So does a snapshot created before the current one (it would roll codes back).
+- An AWS error raises after recording the reason, so Lambda retries the invocation (then its on-failure
+  destination).
+
+>>> importer = SnapshotImporter(s3_client, table, snapshots, pepper=pepper, bucket_name="anfang-...-snapshots")
+>>> importer.import_object("anfang-...-snapshots", "snapshots/0f3c....ndjson").outcome
+'imported'
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, cast
+from urllib.parse import unquote_plus
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import ValidationError
+
+from anfang.contracts.healthcodes import MAX_REPORTED_ERRORS, HealthCodeDelta
+from anfang.contracts.problems import ErrorCode
+from anfang.healthcodes import (
+    CurrentSnapshot,
+    HealthCodeRecord,
+    HealthCodeTable,
+    SnapshotStore,
+    person_key,
+    snapshot_record_key,
+)
+
+__all__ = [
+    "DEFAULT_MAX_LINE_BYTES",
+    "DEFAULT_MAX_SNAPSHOT_BYTES",
+    "ImportResult",
+    "LineRejection",
+    "SnapshotImportError",
+    "SnapshotImporter",
+    "s3_objects",
+]
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_MAX_SNAPSHOT_BYTES: Final = 1024 * 1024 * 1024
+#: A valid line is under 200 bytes; a line this long means the file is not the NDJSON we expect.
+DEFAULT_MAX_LINE_BYTES: Final = 4096
+_CHUNK_BYTES: Final = 256 * 1024
+_WRITE_RECORDS: Final = 2500  # records handed to put_many at a time (100 BatchWriteItem calls)
+
+Outcome = Literal["imported", "skipped", "failed"]
+
+
+class SnapshotImportError(Exception):
+    """The snapshot cannot become authoritative; ``code`` is stable, the message has no record values."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class LineRejection:
+    """An invalid line: its number (from 1), an error code, the pydantic error type and field; never its value."""
+
+    line: int
+    code: ErrorCode
+    reason: str
+    field: str | None = None
+
+
+@dataclass
+class ImportResult:
+    """What one import did; counts are those stored on the snapshot record."""
+
+    snapshot_id: str | None
+    outcome: Outcome
+    received: int = 0
+    imported: int = 0
+    rejected: int = 0
+    rejections: list[LineRejection] = field(default_factory=list)
+    reasons: Counter[str] = field(default_factory=Counter)
+    error: str | None = None
+
+
+def s3_objects(event: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(bucket, key) of each record of an S3 event notification; keys arrive URL-encoded (``+`` for space)."""
+    out = []
+    for record in event.get("Records", []):
+        s3 = record.get("s3", {})
+        out.append((str(s3["bucket"]["name"]), unquote_plus(str(s3["object"]["key"]))))
+    return out
+
+
+def _lines(body: Any, max_line_bytes: int) -> Iterator[bytes]:
+    """The lines of a streaming body, like ``StreamingBody.iter_lines`` but with a bound on a line's length.
+
+    ``iter_lines`` buffers until it sees a newline, so a file without newlines would be read into memory.
+    """
+    pending = b""
+    line_number = 0
+    for chunk in body.iter_chunks(_CHUNK_BYTES):
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            line_number += 1
+            if len(line) > max_line_bytes:
+                raise SnapshotImportError(
+                    "snapshot_corrupt", f"line {line_number} is longer than {max_line_bytes} bytes"
+                )
+            yield line
+        if len(pending) > max_line_bytes:
+            raise SnapshotImportError(
+                "snapshot_corrupt", f"line {line_number + 1} is longer than {max_line_bytes} bytes"
+            )
+    if pending:
+        yield pending
+
+
+def _rejection(line: int, exc: ValidationError) -> LineRejection:
+    first = exc.errors(include_url=False, include_input=False, include_context=False)[0]
+    kind = str(first["type"])
+    code = ErrorCode.MALFORMED_JSON if kind.startswith("json_") else ErrorCode.PAYLOAD_INVALID
+    path = ".".join(str(part) for part in first["loc"]) or None
+    return LineRejection(line=line, code=code, reason=kind, field=path)
+
+
+class SnapshotImporter:
+    """Imports uploaded snapshot files; the S3 client, table and snapshot store are injected."""
+
+    def __init__(
+        self,
+        s3: Any,
+        table: HealthCodeTable,
+        snapshots: SnapshotStore,
+        *,
+        pepper: bytes,
+        bucket_name: str,
+        max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    ) -> None:
+        self._s3 = s3
+        self._table = table
+        self._snapshots = snapshots
+        self._pepper = pepper
+        self.bucket_name = bucket_name
+        self._max_bytes = max_snapshot_bytes
+        self._max_line = max_line_bytes
+
+    def import_object(self, bucket: str, key: str) -> ImportResult:
+        """Import one uploaded object; skips objects that are not a pending snapshot of this stack."""
+        snapshot_id = SnapshotStore.snapshot_id_of(key)
+        if bucket != self.bucket_name or snapshot_id is None:
+            _log.warning("not a snapshot upload; ignored")
+            return ImportResult(None, "skipped", error="not a snapshot upload")
+        info = self._snapshots.get(snapshot_id)
+        if info is None:
+            _log.warning("unknown snapshot; ignored", extra={"snapshot_id": snapshot_id})
+            return ImportResult(snapshot_id, "skipped", error="unknown snapshot")
+        if info.status == "imported":  # an S3 redelivery: counted once already
+            _log.info("snapshot imported already; skipped", extra={"snapshot_id": snapshot_id})
+            counts = info.counts
+            return ImportResult(snapshot_id, "skipped", counts.received, counts.imported, counts.rejected)
+        snapshot = CurrentSnapshot(snapshot_id, info.created_at)
+        try:
+            current = self._table.current_snapshot()
+            if current is not None and current.snapshot_id != snapshot_id and current.as_of >= snapshot.as_of:
+                raise SnapshotImportError("snapshot_superseded", "a newer snapshot is authoritative")
+            self._snapshots.mark_importing(snapshot_id)
+            result = self._import(bucket, key, snapshot_id)
+            if result.imported == 0:
+                raise SnapshotImportError("snapshot_empty", "no valid line")
+            if not self._table.set_current_snapshot(snapshot):
+                raise SnapshotImportError("snapshot_superseded", "a newer snapshot is authoritative")
+        except SnapshotImportError as exc:
+            _log.error("snapshot failed", extra={"snapshot_id": snapshot_id, "code": exc.code, "error": str(exc)})
+            self._snapshots.mark_failed(snapshot_id, error=f"{exc.code}: {exc}")
+            return ImportResult(snapshot_id, "failed", error=f"{exc.code}: {exc}")
+        except (ClientError, BotoCoreError, RuntimeError) as exc:
+            # Worth a retry (throttling, a broken stream): record why, then let Lambda invoke again.
+            _log.warning("snapshot import interrupted", extra={"snapshot_id": snapshot_id, "error": type(exc).__name__})
+            self._snapshots.mark_failed(snapshot_id, error=f"retry_later: {type(exc).__name__}")
+            raise
+        self._snapshots.mark_done(
+            snapshot_id, received=result.received, imported=result.imported, rejected=result.rejected
+        )
+        _log.info(
+            "snapshot imported",
+            extra={
+                "snapshot_id": snapshot_id,
+                "received": result.received,
+                "imported": result.imported,
+                "rejected": result.rejected,
+                "reasons": dict(result.reasons),
+            },
+        )
+        return result
+
+    def _import(self, bucket: str, key: str, snapshot_id: str) -> ImportResult:
+        obj = self._s3.get_object(Bucket=bucket, Key=key)
+        size = int(obj.get("ContentLength", 0))
+        if size > self._max_bytes:
+            obj["Body"].close()
+            raise SnapshotImportError("snapshot_too_large", f"{size} bytes, more than {self._max_bytes}")
+        result = ImportResult(snapshot_id, "imported")
+        source = f"snapshot:{snapshot_id}"
+        pending: list[HealthCodeRecord] = []
+        for line_number, raw in enumerate(_lines(obj["Body"], self._max_line), start=1):
+            if not raw.strip():
+                continue  # blank lines (a trailing newline, CRLF files) are not records
+            result.received += 1
+            try:
+                delta = HealthCodeDelta.model_validate_json(raw)
+            except ValidationError as exc:
+                rejection = _rejection(line_number, exc)
+                result.rejected += 1
+                result.reasons[rejection.reason] += 1
+                if len(result.rejections) < MAX_REPORTED_ERRORS:
+                    result.rejections.append(rejection)
+                    _log.info(
+                        "line rejected",
+                        extra={
+                            "line": rejection.line,
+                            "code": rejection.code,
+                            "reason": rejection.reason,
+                            "field": rejection.field,
+                        },
+                    )
+                continue
+            # the raw ID number goes no further than this line
+            pk = delta.person_key or person_key(self._pepper, cast(str, delta.id_number))
+            pending.append(
+                HealthCodeRecord(snapshot_record_key(pk, snapshot_id), delta.status, delta.updated_at, source)
+            )
+            result.imported += 1
+            if len(pending) >= _WRITE_RECORDS:
+                self._table.put_many(pending)
+                pending = []
+        if pending:
+            self._table.put_many(pending)
+        return result

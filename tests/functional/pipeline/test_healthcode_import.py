@@ -1,0 +1,558 @@
+"""Health codes on moto: snapshot import (real NDJSON objects, real tables), the authority rule, and the
+process function enriching with the real adapters (device registry, health-code table).
+
+The import is driven like S3 drives it: an ObjectCreated event with a URL-encoded key, handed to the
+function's ``handle`` with the importer its cold start builds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote_plus
+
+import pytest
+from botocore.exceptions import ClientError
+from pydantic import ValidationError
+
+from anfang.contracts import find_resident_ids, resident_id_check_char
+from anfang.healthcode_import import SnapshotImporter
+from anfang.healthcode_lookup import CurrentHealthCodes
+from anfang.healthcodes import (
+    CURRENT_SNAPSHOT_KEY,
+    HealthCodeRecord,
+    HealthCodeTable,
+    SnapshotStore,
+)
+from anfang.healthcodes import person_key as keyed
+from anfang.process import Incoming, Processor
+from anfang.registry import DeviceRegistry, Site
+from tests.pipeline_events import DEVICE_ID, Planted, example_queued, planted_event, queued
+from tests.pipeline_stack import PEPPER, Stack, count_calls, drain, drive, load_handler
+
+import_handler = load_handler("healthcode_import")
+process_handler = load_handler("process")
+
+BUCKET = "anfang-330106-snapshots"
+SNAPSHOTS_TABLE = "health-code-snapshots"
+
+
+@dataclass
+class HealthCodes:
+    stack: Stack
+    importer: SnapshotImporter
+    table: HealthCodeTable
+    snapshots: SnapshotStore
+
+    def settings(self, **env: str) -> Any:
+        return import_handler.Settings.model_validate({**self.stack.env, **self.env(), **env})
+
+    @staticmethod
+    def env() -> dict[str, str]:
+        return {"HEALTH_CODE_SNAPSHOTS_TABLE_NAME": SNAPSHOTS_TABLE, "HEALTH_CODE_SNAPSHOT_BUCKET_NAME": BUCKET}
+
+    def upload(self, body: bytes, *, store: SnapshotStore | None = None) -> str:
+        """A snapshot created through the store (as the API does) and its file PUT to S3."""
+        created = (store or self.snapshots).create(key_id="commission-key")
+        self.stack.client("s3").put_object(Bucket=BUCKET, Key=SnapshotStore.object_key(created.snapshot_id), Body=body)
+        return created.snapshot_id
+
+    def run(self, snapshot_id: str, importer: SnapshotImporter | None = None) -> dict[str, Any]:
+        """Deliver the S3 ObjectCreated event of a snapshot's file to the function."""
+        return dict(import_handler.handle(s3_event(SnapshotStore.object_key(snapshot_id)), importer or self.importer))
+
+    def current(self) -> CurrentHealthCodes:
+        return CurrentHealthCodes(self.table, pointer_cache_secs=0)
+
+
+@pytest.fixture
+def hc(stack: Stack) -> HealthCodes:
+    ddb = stack.client("dynamodb")
+    ddb.create_table(
+        TableName=SNAPSHOTS_TABLE,
+        KeySchema=[{"AttributeName": "snapshot_id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "snapshot_id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    stack.client("s3").create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "cn-north-1"})
+    settings = import_handler.Settings.model_validate({**stack.env, **HealthCodes.env()})
+    importer = import_handler.build_importer(settings, session=stack.session)
+    table = HealthCodeTable(ddb, stack.env["HEALTH_CODES_TABLE_NAME"])
+    snapshots = SnapshotStore(ddb, stack.client("s3"), table_name=SNAPSHOTS_TABLE, bucket_name=BUCKET)
+    return HealthCodes(stack, importer, table, snapshots)
+
+
+def s3_event(key: str) -> dict[str, Any]:
+    """An S3 ObjectCreated notification; S3 URL-encodes the key (``+`` for a space)."""
+    return {
+        "Records": [
+            {
+                "eventSource": "aws:s3",
+                "eventName": "ObjectCreated:Put",
+                "s3": {"bucket": {"name": BUCKET}, "object": {"key": quote_plus(key), "size": 0}},
+            }
+        ]
+    }
+
+
+def resident_id(n: int) -> str:
+    """The n-th synthetic, checksum-valid resident ID number (distinct for n < 20,000,000)."""
+    born = dt.date(1940, 1, 1) + dt.timedelta(days=n // 1000)
+    first17 = f"330106{born:%Y%m%d}{n % 1000:03d}"
+    return first17 + resident_id_check_char(first17)
+
+
+def line(**fields: Any) -> bytes:
+    return json.dumps(fields, separators=(",", ":")).encode() + b"\n"
+
+
+def pk(id_number: str) -> str:
+    return keyed(PEPPER, id_number)
+
+
+def at(hours_ago: float) -> str:
+    return (dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours_ago)).isoformat()
+
+
+def ndjson(codes: Iterable[tuple[str, str, str]]) -> bytes:
+    """Snapshot lines with raw ID numbers: (id_number, status, updated_at)."""
+    return b"".join(line(id_number=i, status=s, updated_at=u) for i, s, u in codes)
+
+
+def scan(ddb: Any, table: str, **kwargs: Any) -> tuple[list[dict[str, Any]], int]:
+    """Every page of a Scan: the items and the count."""
+    items: list[dict[str, Any]] = []
+    count = 0
+    kwargs["TableName"] = table
+    while True:
+        page = ddb.scan(**kwargs)
+        items.extend(page.get("Items", []))
+        count += page["Count"]
+        if "LastEvaluatedKey" not in page:
+            return items, count
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+# ------------------------------------------------------------------------------------------------ the import
+
+
+def _big_snapshot(total: int, raw_ids: int) -> tuple[bytes, dict[int, str], list[str]]:
+    """``total`` lines: ``raw_ids`` with ID numbers, the rest with person keys, and 5 kinds of bad line."""
+    bad: dict[int, str] = {}
+    raws: list[str] = []
+    chunks: list[bytes] = []
+    updated = at(2)
+    for n in range(total):
+        number = n + 1
+        status = ("green", "yellow", "red")[n % 3]
+        kind = n % 500  # a bad line every 100 lines, five kinds in turn
+        if kind == 7:
+            first17 = resident_id(n)[:17]
+            wrong = "0" if resident_id_check_char(first17) != "0" else "1"
+            chunks.append(line(id_number=first17 + wrong, status=status, updated_at=updated))
+            bad[number] = "id_number"
+        elif kind == 107:
+            chunks.append(line(person_key=pk(resident_id(n)), status="purple", updated_at=updated))
+            bad[number] = "status"
+        elif kind == 207:
+            chunks.append(b'{"person_key": "' + pk(resident_id(n)).encode() + b'", "status": "gre\n')
+            bad[number] = "json"
+        elif kind == 307:
+            chunks.append(
+                line(id_number=resident_id(n), person_key=pk(resident_id(n)), status=status, updated_at=updated)
+            )
+            raws.append(resident_id(n))
+            bad[number] = "both"
+        elif kind == 407:
+            chunks.append(line(status=status, updated_at=updated))
+            bad[number] = "neither"
+        elif n < raw_ids:
+            raws.append(resident_id(n))
+            chunks.append(line(id_number=resident_id(n), status=status, updated_at=updated))
+        else:
+            chunks.append(line(person_key=pk(resident_id(n)), status=status, updated_at=updated))
+    return b"".join(chunks), bad, raws
+
+
+def test_a_snapshot_of_100000_lines_is_imported_with_exact_counts_and_no_raw_id(
+    hc: HealthCodes, caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN a 100,000-line snapshot: 10,000 lines with raw ID numbers, the rest with person keys, and 1,000
+    # invalid lines (bad ID checksum, bad status, broken JSON, both identities, neither)
+    total = 100_000
+    body, bad, raw_ids = _big_snapshot(total, raw_ids=10_000)
+    assert len(bad) == 1000
+    snapshot_id = hc.upload(body)
+    caplog.set_level(logging.INFO, logger="anfang")
+    # WHEN S3 announces the upload
+    started = time.perf_counter()
+    summary = hc.run(snapshot_id)
+    elapsed = time.perf_counter() - started
+    print(f"\n100,000-line snapshot imported in {elapsed:.1f} s")  # noqa: T201 - the figure docs/pipeline.md quotes
+    # THEN the counts are exact, on the function's answer and on the snapshot record
+    assert summary["snapshots"] == [
+        {
+            "snapshot_id": snapshot_id,
+            "outcome": "imported",
+            "received": total,
+            "imported": total - 1000,
+            "rejected": 1000,
+            "error": None,
+        }
+    ]
+    info = hc.snapshots.get(snapshot_id)
+    assert info is not None and info.status == "imported"
+    assert (info.counts.received, info.counts.imported, info.counts.rejected) == (total, total - 1000, 1000)
+    # ... the first rejections are reported by line number and code, never with their values
+    reported = [r for r in caplog.records if r.getMessage() == "line rejected"]
+    assert [r.__dict__["line"] for r in reported] == sorted(bad)[:100]
+    assert {r.__dict__["code"] for r in reported} == {"payload_invalid", "malformed_json"}
+    assert find_resident_ids(caplog.text) == [] and "purple" not in caplog.text
+    # ... one item per valid line plus the current-snapshot pointer; a page of the table holds person keys
+    # only (moto serialises scanned items slowly: the full scan for raw IDs is the next test's, on 3,000 lines)
+    ddb = hc.stack.client("dynamodb")
+    assert ddb.describe_table(TableName=hc.table.table_name)["Table"]["ItemCount"] == total - 1000 + 1
+    page = ddb.scan(TableName=hc.table.table_name, Limit=2000)["Items"]
+    key_re = re.compile(rf"[0-9a-f]{{64}}#{snapshot_id}|{CURRENT_SNAPSHOT_KEY}")
+    assert len(page) == 2000 and all(key_re.fullmatch(item["person_key"]["S"]) for item in page)
+    assert find_resident_ids(json.dumps(page)) == []
+    # ... the snapshot is the authoritative one, and its raw-ID lines are found by their person keys
+    codes = hc.current().batch_get([pk(resident_id(0)), pk(resident_id(20_000)), pk(resident_id(7))])
+    assert codes[pk(resident_id(0))].status == "green" and codes[pk(resident_id(20_000))].status == "red"
+    assert pk(resident_id(7)) not in codes  # its line had a bad checksum
+    assert elapsed < 90, f"the import took {elapsed:.1f} s"
+
+
+def test_raw_id_numbers_never_reach_the_table(hc: HealthCodes, caplog: pytest.LogCaptureFixture) -> None:
+    # GIVEN a snapshot of 3,000 lines with raw ID numbers (lower-case check characters among them), 3 bad ones
+    ids = [resident_id(n) for n in range(3000)]
+    assert any(i.endswith("X") for i in ids)
+    bad = line(id_number=ids[0], status="red", updated_at=at(1), name="王伟") + b"[1,2]\n" + line(id_number=ids[1])
+    snapshot_id = hc.upload(ndjson((i.lower(), "yellow", at(1)) for i in ids) + bad)
+    caplog.set_level(logging.DEBUG)
+    # WHEN it is imported
+    out = hc.run(snapshot_id)["snapshots"][0]
+    assert (out["received"], out["imported"], out["rejected"]) == (3003, 3000, 3)
+    # THEN a full scan of the table finds person keys only: no ID number in any attribute, in any form
+    items, _ = scan(hc.stack.client("dynamodb"), hc.table.table_name)
+    assert len(items) == 3001
+    dump = json.dumps(items, ensure_ascii=False)
+    assert find_resident_ids(dump.upper()) == [] and "王伟" not in dump
+    fields = {"person_key", "status", "updated_at", "source_version", "expires_at"}
+    assert all(set(i) == fields for i in items if i["person_key"]["S"] != CURRENT_SNAPSHOT_KEY)
+    # ... nor in the logs
+    assert find_resident_ids(caplog.text.upper()) == [] and "王伟" not in caplog.text
+    # ... and each person is found by the key the process function computes from the ID number
+    codes = hc.current().batch_get([pk(i) for i in ids[:10]])
+    assert len(codes) == 10 and {c.status for c in codes.values()} == {"yellow"}
+
+
+def test_an_s3_redelivery_does_not_count_twice(hc: HealthCodes) -> None:
+    # GIVEN an imported snapshot of 30 lines, 2 of them invalid
+    lines = [(resident_id(n), "green", at(1)) for n in range(28)]
+    snapshot_id = hc.upload(ndjson(lines) + b"not json\n" + line(id_number=resident_id(99), status="blue"))
+    first = hc.run(snapshot_id)["snapshots"][0]
+    assert (first["outcome"], first["received"], first["imported"], first["rejected"]) == ("imported", 30, 28, 2)
+    # WHEN S3 delivers the same event again
+    again = hc.run(snapshot_id)["snapshots"][0]
+    # THEN it is skipped and the counts stay as they were
+    assert (again["outcome"], again["received"], again["imported"], again["rejected"]) == ("skipped", 30, 28, 2)
+    info = hc.snapshots.get(snapshot_id)
+    assert info is not None and (info.counts.received, info.counts.imported, info.counts.rejected) == (30, 28, 2)
+    # ... and an import that crashed half way (still "importing") runs again and *sets* the counts
+    hc.snapshots.mark_importing(snapshot_id)
+    rerun = hc.run(snapshot_id)["snapshots"][0]
+    assert (rerun["outcome"], rerun["received"], rerun["imported"]) == ("imported", 30, 28)
+    info = hc.snapshots.get(snapshot_id)
+    assert info is not None and info.status == "imported" and info.counts.imported == 28
+    assert len(scan(hc.stack.client("dynamodb"), hc.table.table_name)[0]) == 28 + 1
+
+
+def test_other_objects_and_unknown_snapshots_are_ignored(hc: HealthCodes) -> None:
+    s3 = hc.stack.client("s3")
+    s3.put_object(Bucket=BUCKET, Key="snapshots/readme 1.txt", Body=b"hello")
+    s3.put_object(Bucket=BUCKET, Key=SnapshotStore.object_key("0" * 32), Body=ndjson([(resident_id(1), "red", at(1))]))
+    out = import_handler.handle(
+        {
+            "Records": [
+                *s3_event("snapshots/readme 1.txt")["Records"],
+                *s3_event("snapshots/" + "0" * 32 + ".ndjson")["Records"],
+            ]
+        },
+        hc.importer,
+    )
+    assert [(s["outcome"], s["error"]) for s in out["snapshots"]] == [
+        ("skipped", "not a snapshot upload"),
+        ("skipped", "unknown snapshot"),
+    ]
+    assert scan(hc.stack.client("dynamodb"), hc.table.table_name)[0] == []
+
+
+_BINARY = bytes(b for b in range(256) if b != ord("\n"))
+
+
+def _authoritative(hc: HealthCodes) -> tuple[str, str, str]:
+    """A first snapshot, imported: P green, Q yellow."""
+    p, q = resident_id(1), resident_id(2)
+    first = hc.upload(ndjson([(p, "green", at(5)), (q, "yellow", at(5))]))
+    assert hc.run(first)["snapshots"][0]["outcome"] == "imported"
+    return first, p, q
+
+
+@pytest.mark.parametrize(
+    ("body", "settings", "error"),
+    [
+        pytest.param(b"\x1f\x8b\x08\x00" + _BINARY * 40, {}, "snapshot_corrupt: line 1 is longer", id="binary"),
+        pytest.param(bytes(range(256)) * 40, {}, "snapshot_empty", id="binary-with-newlines"),
+        pytest.param(
+            ndjson([(resident_id(1), "red", "2030-01-01T00:00:00+00:00")]) + b"x" * 5000 + b"\n",
+            {},
+            "snapshot_corrupt: line 2 is longer",
+            id="corrupt-after-a-good-line",
+        ),
+        pytest.param(
+            ndjson([(resident_id(n), "red", "2030-01-01T00:00:00+00:00") for n in range(1, 40)]),
+            {"SNAPSHOT_MAX_BYTES": "1000"},
+            "snapshot_too_large",
+            id="oversized",
+        ),
+        pytest.param(b"{}\nnot json\n\n", {}, "snapshot_empty", id="no-valid-line"),
+    ],
+)
+def test_a_corrupt_or_oversized_file_fails_and_the_previous_snapshot_stays_authoritative(
+    hc: HealthCodes, body: bytes, settings: dict[str, str], error: str
+) -> None:
+    first, p, q = _authoritative(hc)
+    importer = import_handler.build_importer(hc.settings(**settings), session=hc.stack.session)
+    # WHEN a bad file is uploaded for a newer snapshot (where it is readable, it says P is red)
+    second = hc.upload(body)
+    out = hc.run(second, importer)["snapshots"][0]
+    # THEN that snapshot failed with a clear error, and never its content
+    assert out["outcome"] == "failed" and out["error"].startswith(error)
+    info = hc.snapshots.get(second)
+    assert info is not None and info.status == "failed" and info.error is not None and info.error.startswith(error[:40])
+    # ... and the previous snapshot still says what counts, its lines untouched by the failed import
+    assert hc.table.current_snapshot() is not None and hc.table.current_snapshot().snapshot_id == first  # type: ignore[union-attr]
+    codes = hc.current().batch_get([pk(p), pk(q)])
+    assert {k: c.status for k, c in codes.items()} == {pk(p): "green", pk(q): "yellow"}
+
+
+def test_the_snapshot_is_authoritative_over_older_records_and_newer_deltas_count(hc: HealthCodes) -> None:
+    first, p, q = _authoritative(hc)
+    r = resident_id(3)
+    # GIVEN deltas pushed after the first snapshot: R green (only a delta), P red
+    hc.table.put_many(
+        [
+            HealthCodeRecord(pk(r), "green", dt.datetime.now(dt.UTC), "delta:1"),
+            HealthCodeRecord(pk(p), "red", dt.datetime.now(dt.UTC), "delta:1"),
+        ]
+    )
+    codes = hc.current().batch_get([pk(p), pk(q), pk(r)])
+    assert {k: c.status for k, c in codes.items()} == {pk(p): "red", pk(q): "yellow", pk(r): "green"}
+    # WHEN a new snapshot lists only P (yellow): Q and R are absent from it
+    second = hc.upload(ndjson([(p, "yellow", at(1))]))
+    assert hc.run(second)["snapshots"][0]["outcome"] == "imported"
+    # THEN Q's snapshot line and R's older delta stop counting; P is what the new snapshot says
+    codes = hc.current().batch_get([pk(p), pk(q), pk(r)])
+    assert {k: c.status for k, c in codes.items()} == {pk(p): "yellow"}
+    # ... and a delta newer than the snapshot counts over it
+    hc.table.put_many([HealthCodeRecord(pk(q), "red", dt.datetime.now(dt.UTC), "delta:2")])
+    codes = hc.current().batch_get([pk(p), pk(q)])
+    assert {k: c.status for k, c in codes.items()} == {pk(p): "yellow", pk(q): "red"}
+    # ... while a snapshot created before the current one, imported late, cannot roll it back
+    old_store = SnapshotStore(
+        hc.stack.client("dynamodb"),
+        hc.stack.client("s3"),
+        table_name=SNAPSHOTS_TABLE,
+        bucket_name=BUCKET,
+        now=lambda: dt.datetime.now(dt.UTC) - dt.timedelta(days=1),
+    )
+    late = hc.upload(ndjson([(p, "green", at(30))]), store=old_store)
+    out = hc.run(late)["snapshots"][0]
+    assert out["outcome"] == "failed" and out["error"].startswith("snapshot_superseded")
+    assert hc.table.current_snapshot() is not None and hc.table.current_snapshot().snapshot_id == second  # type: ignore[union-attr]
+
+
+def test_lookups_split_into_batches_of_100_keys(hc: HealthCodes) -> None:
+    ids = [resident_id(n) for n in range(180)]
+    hc.run(hc.upload(ndjson([(i, "green", at(1)) for i in ids])))
+    calls: list[int] = []
+    hc.stack.session.events.register(
+        "provide-client-params.dynamodb.BatchGetItem",
+        lambda params, **_: calls.append(sum(len(t["Keys"]) for t in params["RequestItems"].values())),
+    )
+    table = HealthCodeTable(hc.stack.client("dynamodb"), hc.table.table_name)  # a client that sees the hook
+    codes = CurrentHealthCodes(table).batch_get([pk(i) for i in ids])
+    assert len(codes) == 180 and all(c.status == "green" for c in codes.values())
+    assert calls[0] == 1 and calls[1:] == [100, 100, 100, 60]  # the pointer, then 2 keys a person
+
+
+# ------------------------------------------------------------------------------------------------ process function
+
+
+def _processor(stack: Stack, **env: str) -> Processor:
+    settings = process_handler.Settings.model_validate({**stack.env, **env})
+    sites, health_codes, person_key = process_handler.lookups(settings, session=stack.session)
+    return process_handler.build_processor(
+        settings, sites=sites, health_codes=health_codes, person_key=person_key, session=stack.session
+    )
+
+
+def _gov_records(stack: Stack, processor: Processor, events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Run events through the process queue; the gov_cloud records by the person's ID number."""
+    sqs = stack.client("sqs")
+    bodies = [queued(e).model_dump_json(by_alias=True) for e in events]
+    sqs.send_message_batch(
+        QueueUrl=stack.process_queue, Entries=[{"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies)]
+    )
+    drive(sqs, stack.process_queue, lambda event: process_handler.handle(event, processor))
+    drain(sqs, stack.police_queue)
+    records = [json.loads(m["Body"]) for m in drain(sqs, stack.gov_queue)]
+    by_event = {r["event_id"]: r for r in records}
+    return {_id_of(e): by_event[e["event_id"]] for e in events}
+
+
+def _id_of(event: dict[str, Any]) -> str:
+    return str(event["person"]["id_number"])
+
+
+def _access(id_number: str) -> dict[str, Any]:
+    """An access event of an identified person with that ID number."""
+    planted = Planted(
+        name="王伟",
+        id_number=id_number,
+        phone="13912345678",
+        plate="浙A12345",
+        other_name="李娜",
+        other_id="11010519491231002X",
+        other_phone="13800001111",
+        other_plate="京B54321",
+        canary="canary-healthcode",
+    )
+    return planted_event("access", planted)
+
+
+def test_the_process_function_enriches_by_the_authority_rule_and_purge_removes_every_code(hc: HealthCodes) -> None:
+    stack = hc.stack
+    DeviceRegistry(stack.client("dynamodb"), "devices", town_code="330106").register_device(
+        DEVICE_ID, Site(site_id="xihu-garden", site_type="residential_closed", name="Xihu Garden")
+    )
+    p, q, r, s = (resident_id(n) for n in (11, 12, 13, 14))
+    # GIVEN a snapshot created 2 days ago (P green, set 10 days ago), imported and authoritative ...
+    two_days_ago = SnapshotStore(
+        stack.client("dynamodb"),
+        stack.client("s3"),
+        table_name=SNAPSHOTS_TABLE,
+        bucket_name=BUCKET,
+        now=lambda: dt.datetime.now(dt.UTC) - dt.timedelta(days=2),
+    )
+    assert hc.run(hc.upload(ndjson([(p, "green", at(240))]), store=two_days_ago))["snapshots"][0]["imported"] == 1
+    # ... a delta after it (Q red, 1 hour ago), one older than it (R yellow, 3 days ago), S unknown
+    now = dt.datetime.now(dt.UTC)
+    hc.table.put_many(
+        [
+            HealthCodeRecord(pk(q), "red", now - dt.timedelta(hours=1), "delta:1"),
+            HealthCodeRecord(pk(r), "yellow", now - dt.timedelta(days=3), "delta:2"),
+        ]
+    )
+    processor = _processor(stack)
+    # WHEN access events of P, Q, R and S go through the process function
+    gov = _gov_records(stack, processor, [_access(i) for i in (p, q, r, s)])
+    # THEN gov_cloud sees P's snapshot code as of the snapshot (stale after 24 h), Q's fresh delta, nothing else
+    assert gov[p]["health_code"]["status"] == "green" and gov[p]["health_code"]["stale"] is True
+    assert dt.datetime.fromisoformat(gov[p]["health_code"]["as_of"]) > now - dt.timedelta(days=2, minutes=5)
+    assert gov[q]["health_code"] == {
+        "status": "red",
+        "as_of": gov[q]["health_code"]["as_of"],
+        "stale": False,
+    } and dt.datetime.fromisoformat(gov[q]["health_code"]["as_of"]) == now - dt.timedelta(hours=1)
+    assert "health_code" not in gov[r] and "health_code" not in gov[s]
+    assert gov[p]["site"]["name"] == "Xihu Garden"  # site facts from the real registry
+    # WHEN the commission purges everything (DELETE /v1/health-codes)
+    assert hc.table.purge() == 1 + 2 + 1  # the snapshot line, two deltas, the pointer
+    gov = _gov_records(stack, processor, [_access(i) for i in (p, q)])
+    # THEN no record carries a health code
+    assert all("health_code" not in record for record in gov.values())
+    # ... and a delta pushed after the purge counts again, flagged stale once it is older than the threshold
+    hc.table.put_many([HealthCodeRecord(pk(s), "yellow", now - dt.timedelta(hours=30), "delta:3")])
+    gov = _gov_records(stack, processor, [_access(s)])
+    assert gov[s]["health_code"]["status"] == "yellow" and gov[s]["health_code"]["stale"] is True
+    gov = _gov_records(stack, _processor(stack, HEALTH_CODE_STALE_HOURS="48"), [_access(s)])
+    assert gov[s]["health_code"]["stale"] is False
+    # ... and with the feature switched off there is no lookup and no code
+    gov = _gov_records(stack, _processor(stack, HEALTH_CODES_ENABLED="false"), [_access(s)])
+    assert "health_code" not in gov[s]
+
+
+def test_enrichment_with_the_real_adapters_stays_within_the_call_budget(hc: HealthCodes) -> None:
+    stack = hc.stack
+    DeviceRegistry(stack.client("dynamodb"), "devices", town_code="330106").register_device(
+        DEVICE_ID, Site(site_id="xihu-garden", site_type="residential_closed", name="Xihu Garden")
+    )
+    hc.run(hc.upload(ndjson([(resident_id(n), "green", at(1)) for n in range(50)])))
+    calls: Counter[str] = Counter()
+    count_calls(stack.session, calls)  # before the clients are made, so that they carry the hook
+    settings = process_handler.Settings.model_validate(stack.env)
+    sites, health_codes, person_key = process_handler.lookups(settings, session=stack.session)
+    processor = process_handler.build_processor(
+        settings, sites=sites, health_codes=health_codes, person_key=person_key, session=stack.session
+    )
+    messages = [
+        Incoming(f"m{i}", queued(_access(resident_id(i))).model_dump_json(by_alias=True))
+        if i < 50
+        else Incoming(f"m{i}", example_queued("alarm").model_dump_json(by_alias=True))
+        for i in range(100)
+    ]
+    calls.clear()
+    result = processor.process(messages)
+    assert result.failed_message_ids == []
+    # the delivered table (1), the registry (1), the pointer (1, then cached), 50 persons x 2 keys (1)
+    assert calls["dynamodb.BatchGetItem"] == 4
+    assert sum(calls.values()) / 100 <= 0.3
+
+
+def test_an_aws_error_is_recorded_and_raised_for_lambda_to_retry(hc: HealthCodes) -> None:
+    # GIVEN an import whose health-code table cannot be written (here: the name is wrong)
+    snapshot_id = hc.upload(ndjson([(resident_id(1), "green", at(1))]))
+    broken = import_handler.build_importer(
+        hc.settings(HEALTH_CODES_TABLE_NAME="no-such-table"), session=hc.stack.session
+    )
+    # WHEN S3 delivers the event, the invocation fails (Lambda retries it) with the reason on the record
+    with pytest.raises(ClientError):
+        hc.run(snapshot_id, broken)
+    info = hc.snapshots.get(snapshot_id)
+    assert info is not None and info.status == "failed" and info.error == "retry_later: ResourceNotFoundException"
+    # THEN the retry, once the table answers, imports the snapshot
+    assert hc.run(snapshot_id)["snapshots"][0]["outcome"] == "imported"
+    info = hc.snapshots.get(snapshot_id)
+    assert info is not None and info.status == "imported" and info.counts.imported == 1
+
+
+def test_the_lambda_entry_point_validates_its_environment_at_cold_start(
+    hc: HealthCodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snapshot_id = hc.upload(ndjson([(resident_id(1), "green", at(1))]))
+    import_handler.importer.cache_clear()
+    monkeypatch.delenv("HEALTH_CODE_SNAPSHOTS_TABLE_NAME", raising=False)
+    with pytest.raises(ValidationError, match="HEALTH_CODE_SNAPSHOTS_TABLE_NAME"):
+        import_handler.lambda_handler(s3_event(SnapshotStore.object_key(snapshot_id)), LambdaContext())
+    for name, value in {**hc.stack.env, **hc.env()}.items():
+        monkeypatch.setenv(name, value)
+    import_handler.importer.cache_clear()
+    out = import_handler.lambda_handler(s3_event(SnapshotStore.object_key(snapshot_id)), LambdaContext())
+    import_handler.importer.cache_clear()
+    assert out["snapshots"][0]["outcome"] == "imported"
+
+
+class LambdaContext:
+    function_name = "healthcode-import"
+    memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws-cn:lambda:cn-north-1:123456789012:function:healthcode-import"
+    aws_request_id = "req-1"
