@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from typing import Any
 
-from anfang.fanout import chunks
+from anfang.dynamo import GET_KEYS_PER_CALL, WRITE_ITEMS_PER_CALL, UnprocessedError, batch_get, batch_write
 
 __all__ = ["GET_KEYS_PER_CALL", "WRITE_ITEMS_PER_CALL", "DedupeError", "DeliveredEvents", "EventKey"]
 
 EventKey = tuple[str, str]  # (device_id, event_id)
-GET_KEYS_PER_CALL: Final = 100
-WRITE_ITEMS_PER_CALL: Final = 25
-_MAX_ATTEMPTS: Final = 5
 
 
 class DedupeError(Exception):
@@ -55,27 +52,21 @@ class DeliveredEvents:
     def seen(self, keys: Iterable[EventKey]) -> dict[EventKey, frozenset[str]]:
         """The destinations each already-delivered key reached (keys never delivered are absent)."""
         unique = list(dict.fromkeys(keys))
-        out: dict[EventKey, frozenset[str]] = {}
-        for part in chunks(unique, GET_KEYS_PER_CALL):
-            request: dict[str, Any] = {
-                self._table: {
-                    "Keys": [{"device_id": {"S": d}, "event_id": {"S": e}} for d, e in part],
-                    "ProjectionExpression": "device_id, event_id, destinations",
-                    "ConsistentRead": True,
-                }
-            }
-            for attempt in range(_MAX_ATTEMPTS):
-                response = self._db.batch_get_item(RequestItems=request)
-                for item in response.get("Responses", {}).get(self._table, []):
-                    key = (item["device_id"]["S"], item["event_id"]["S"])
-                    out[key] = frozenset(item.get("destinations", {}).get("SS", []))
-                request = response.get("UnprocessedKeys") or {}
-                if not request:
-                    break
-                self._sleep(0.05 * 2**attempt)
-            else:
-                raise DedupeError("delivered-events table left keys unprocessed")
-        return out
+        try:
+            items = batch_get(
+                self._db,
+                self._table,
+                [{"device_id": {"S": d}, "event_id": {"S": e}} for d, e in unique],
+                projection="device_id, event_id, destinations",
+                consistent=True,
+                sleep=self._sleep,
+            )
+        except UnprocessedError as exc:
+            raise DedupeError("delivered-events table left keys unprocessed") from exc
+        return {
+            (item["device_id"]["S"], item["event_id"]["S"]): frozenset(item.get("destinations", {}).get("SS", []))
+            for item in items
+        }
 
     def mark(self, delivered: Mapping[EventKey, Iterable[str]]) -> None:
         """Record the destinations each key has reached (the full set: items are overwritten)."""
@@ -94,13 +85,7 @@ class DeliveredEvents:
             for (device_id, event_id), destinations in delivered.items()
             if destinations
         ]
-        for part in chunks(items, WRITE_ITEMS_PER_CALL):
-            request: dict[str, Any] = {self._table: list(part)}
-            for attempt in range(_MAX_ATTEMPTS):
-                response = self._db.batch_write_item(RequestItems=request)
-                request = response.get("UnprocessedItems") or {}
-                if not request:
-                    break
-                self._sleep(0.05 * 2**attempt)
-            else:
-                raise DedupeError("delivered-events table left items unprocessed")
+        try:
+            batch_write(self._db, self._table, items, sleep=self._sleep)
+        except UnprocessedError as exc:
+            raise DedupeError("delivered-events table left items unprocessed") from exc

@@ -8,18 +8,18 @@ reported by its id so the caller can turn it into an SQS partial batch failure a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-__all__ = ["BATCH_ENTRIES", "Message", "chunks", "publish_batch", "send_batch"]
+from anfang.dynamo import chunks
+
+__all__ = ["BATCH_ENTRIES", "Message", "publish_batch", "send_batch"]
 
 #: Entries per SendMessageBatch / PublishBatch call (the AWS maximum).
 BATCH_ENTRIES: Final = 10
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -29,12 +29,6 @@ class Message:
     id: str
     body: str
     attributes: dict[str, str] = field(default_factory=dict)
-
-
-def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    """Consecutive slices of ``items`` of at most ``size``."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _attributes(attributes: dict[str, str]) -> dict[str, dict[str, str]]:

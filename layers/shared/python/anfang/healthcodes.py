@@ -67,6 +67,7 @@ from anfang.contracts.limits import MAX_HEALTH_CODE_DELTAS
 from anfang.contracts.problems import ContractError, ErrorCode
 from anfang.contracts.signing import Verifier
 from anfang.contracts.types import HealthCodeStatus
+from anfang.dynamo import WRITE_ITEMS_PER_CALL, batch_get, batch_write, chunks
 from anfang.gate import authenticate
 from anfang.http import (
     HttpResponse,
@@ -103,11 +104,8 @@ HEALTH_CODE_TTL_ATTRIBUTE: Final = "expires_at"
 #: Shortest town pepper accepted (the stack generates 32 random bytes).
 MIN_PEPPER_BYTES: Final = 16
 SNAPSHOT_PREFIX: Final = "snapshots/"
-_BATCH_WRITE: Final = 25
-_BATCH_GET: Final = 100
 #: The item holding the pointer to the authoritative snapshot (never a person key: those are 64 hex digits).
 CURRENT_SNAPSHOT_KEY: Final = "snapshot#current"
-_MAX_ROUNDS: Final = 6
 _SNAPSHOT_ID_RE: Final = re.compile(r"[0-9a-f]{32}")
 _SNAPSHOT_RECORD_TTL_SECS: Final = 90 * 86_400
 
@@ -180,11 +178,6 @@ def health_code_item(record: HealthCodeRecord, *, expires_at: int) -> dict[str, 
     }
 
 
-def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 class HealthCodeTable:
     """The health-code table (DynamoDB client injected); TTL ``ttl_days`` after each write."""
 
@@ -217,20 +210,8 @@ class HealthCodeTable:
 
     def get_many(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Items by key with BatchGetItem (100 keys a call, unprocessed keys retried); absent keys left out."""
-        found: dict[str, dict[str, Any]] = {}
-        for chunk in _chunks(sorted(set(keys)), _BATCH_GET):
-            request: dict[str, Any] = {self.table_name: {"Keys": [{"person_key": {"S": k}} for k in chunk]}}
-            for attempt in range(_MAX_ROUNDS):
-                page = self._client.batch_get_item(RequestItems=request)
-                for item in page.get("Responses", {}).get(self.table_name, []):
-                    found[item["person_key"]["S"]] = item
-                request = page.get("UnprocessedKeys") or {}
-                if not request:
-                    break
-                time.sleep(min(0.05 * 2**attempt, 1.0))
-            else:
-                raise RuntimeError("health-code read left keys unprocessed")
-        return found
+        requested = [{"person_key": {"S": k}} for k in sorted(set(keys))]
+        return {item["person_key"]["S"]: item for item in batch_get(self._client, self.table_name, requested)}
 
     def current_snapshot(self) -> CurrentSnapshot | None:
         """The pointer to the authoritative snapshot, or None when no snapshot was imported (or after a purge).
@@ -290,21 +271,15 @@ class HealthCodeTable:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def _write_all(self, requests: Sequence[dict[str, Any]]) -> None:
-        chunks = list(_chunks(requests, _BATCH_WRITE))
-        if self._executor is not None and len(chunks) > 1:
-            list(self._executor.map(self._write_chunk, chunks))
+        parts = list(chunks(requests, WRITE_ITEMS_PER_CALL))
+        if self._executor is not None and len(parts) > 1:
+            list(self._executor.map(self._write_part, parts))
         else:
-            for chunk in chunks:
-                self._write_chunk(chunk)
+            for part in parts:
+                self._write_part(part)
 
-    def _write_chunk(self, chunk: Sequence[dict[str, Any]]) -> None:
-        request: dict[str, Any] = {self.table_name: list(chunk)}
-        for attempt in range(_MAX_ROUNDS):
-            request = self._client.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
-            if not request:
-                return
-            time.sleep(min(0.05 * 2**attempt, 1.0))
-        raise RuntimeError("health-code write left items unprocessed")
+    def _write_part(self, part: Sequence[dict[str, Any]]) -> None:
+        batch_write(self._client, self.table_name, part)
 
 
 class SnapshotStore:

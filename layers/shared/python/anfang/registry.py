@@ -44,6 +44,7 @@ from anfang.contracts.problems import ContractError, ErrorCode
 from anfang.contracts.records import SiteView
 from anfang.contracts.signing import KeyInfo
 from anfang.contracts.types import SITE_TYPES, Role, SiteType
+from anfang.dynamo import batch_get
 
 __all__ = [
     "BY_DEVICE_INDEX",
@@ -58,8 +59,6 @@ __all__ = [
 
 BY_DEVICE_INDEX: Final = "by_device"
 _MAX_TRANSACTION_ITEMS: Final = 100
-_BATCH_GET: Final = 100
-_MAX_ROUNDS: Final = 6
 
 
 class RegistryError(ContractError):
@@ -186,10 +185,10 @@ class DeviceRegistry:
                 items[device_id] = cast(dict[str, Any] | None, hit[1])
             else:
                 missing.append(device_id)
-        for start in range(0, len(missing), _BATCH_GET):
-            chunk = missing[start : start + _BATCH_GET]
-            found = self._batch_get([f"device#{d}" for d in chunk])
-            for device_id in chunk:
+        if missing:
+            keys = [{"pk": _s(f"device#{d}")} for d in missing]
+            found = {item["pk"]["S"]: item for item in batch_get(self._client, self._table, keys)}
+            for device_id in missing:
                 item = found.get(f"device#{device_id}")
                 if self._ttl > 0:
                     self._cache[f"device#{device_id}"] = (now + self._ttl, item)
@@ -201,19 +200,6 @@ class DeviceRegistry:
             for device_id, item in items.items()
             if item is not None
         }
-
-    def _batch_get(self, pks: list[str]) -> dict[str, dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {}
-        request: dict[str, Any] = {self._table: {"Keys": [{"pk": _s(pk)} for pk in pks]}}
-        for attempt in range(_MAX_ROUNDS):
-            page = self._client.batch_get_item(RequestItems=request)
-            for item in page.get("Responses", {}).get(self._table, []):
-                found[item["pk"]["S"]] = item
-            request = page.get("UnprocessedKeys") or {}
-            if not request:
-                return found
-            time.sleep(min(0.05 * 2**attempt, 1.0))
-        raise RuntimeError("registry read left keys unprocessed")
 
     def keys_of(self, device_id: str) -> list[KeyInfo]:
         """Every key that may send for a device, active and revoked (not cached: an admin read)."""

@@ -13,24 +13,18 @@ for why not BatchWriteItem), falling back to BatchWriteItem (25 a call) if a tra
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from botocore.exceptions import ClientError
 
+from anfang.dynamo import batch_get, batch_write, chunks
+
 __all__ = ["SEEN_TTL_ATTRIBUTE", "SeenEvents"]
 
 SEEN_TTL_ATTRIBUTE: Final = "expires_at"
-_GET_CHUNK: Final = 100
 _TRANSACT_CHUNK: Final = 100
-_BATCH_WRITE_CHUNK: Final = 25
-_MAX_ROUNDS: Final = 4
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 class SeenEvents:
@@ -48,23 +42,8 @@ class SeenEvents:
 
     def which_seen(self, event_ids: Sequence[str]) -> set[str]:
         """The ids among ``event_ids`` that were enqueued before (BatchGetItem, unprocessed keys retried)."""
-        seen: set[str] = set()
-        for chunk in _chunks(list(dict.fromkeys(event_ids)), _GET_CHUNK):
-            request: dict[str, Any] = {
-                self._table: {
-                    "Keys": [{"event_id": {"S": event_id}} for event_id in chunk],
-                    "ProjectionExpression": "event_id",
-                }
-            }
-            for _ in range(_MAX_ROUNDS):
-                answer = self._client.batch_get_item(RequestItems=request)
-                seen.update(item["event_id"]["S"] for item in answer.get("Responses", {}).get(self._table, []))
-                request = answer.get("UnprocessedKeys") or {}
-                if not request:
-                    break
-            else:
-                raise RuntimeError("seen-events lookup left keys unprocessed")
-        return seen
+        keys = [{"event_id": {"S": event_id}} for event_id in dict.fromkeys(event_ids)]
+        return {item["event_id"]["S"] for item in batch_get(self._client, self._table, keys, projection="event_id")}
 
     def record(self, event_ids: Sequence[str], *, key_id: str) -> None:
         """Remember ``event_ids`` as enqueued.
@@ -86,7 +65,7 @@ class SeenEvents:
             }
             for event_id in dict.fromkeys(event_ids)
         ]
-        for chunk in _chunks(items, _TRANSACT_CHUNK):
+        for chunk in chunks(items, _TRANSACT_CHUNK):
             try:
                 self._client.transact_write_items(
                     TransactItems=[{"Put": {"TableName": self._table, "Item": item}} for item in chunk]
@@ -95,11 +74,4 @@ class SeenEvents:
                 self._batch_write(chunk)
 
     def _batch_write(self, items: Sequence[dict[str, Any]]) -> None:
-        for chunk in _chunks(items, _BATCH_WRITE_CHUNK):
-            request: dict[str, Any] = {self._table: [{"PutRequest": {"Item": item}} for item in chunk]}
-            for _ in range(_MAX_ROUNDS):
-                request = self._client.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
-                if not request:
-                    break
-            else:
-                raise RuntimeError("seen-events write left items unprocessed")
+        batch_write(self._client, self._table, [{"PutRequest": {"Item": item}} for item in items])
