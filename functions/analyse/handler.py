@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from anfang.analyse import Thresholds, analyse_event
 from anfang.contracts import QueuedEvent
-from anfang.fanout import Message, send_batch
+from anfang.queues import EventQueue
 
 logger = Logger(service="analyse")
 metrics = Metrics(namespace="anfang", service="analyse")
@@ -54,7 +54,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     cfg = settings()
     s3, sqs = clients()
     thresholds = Thresholds(cfg.dark_brightness_max, cfg.overexposed_brightness_min, cfg.blurry_sharpness_max)
-    outgoing: list[Message] = []
+    outgoing: dict[str, str] = {}  # message id -> the analysed event for the process queue
 
     def record_handler(record: SQSRecord) -> None:
         queued = QueuedEvent.model_validate_json(record.body)
@@ -64,13 +64,13 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         errors = sum(1 for image in analysed.images if image.analysis and image.analysis.quality == "error")
         metrics.add_metric(name="ImagesAnalysed", unit=MetricUnit.Count, value=len(analysed.images))
         metrics.add_metric(name="ImagesErrored", unit=MetricUnit.Count, value=errors)
-        outgoing.append(Message(id=record.message_id, body=analysed.model_dump_json(by_alias=True)))
+        outgoing[record.message_id] = analysed.model_dump_json(by_alias=True)
 
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
     with processor(records=event["Records"], handler=record_handler):
         processor.process()
     response = processor.response()
-    unsent = send_batch(sqs, cfg.process_queue_url, outgoing)
+    unsent = EventQueue(sqs, cfg.process_queue_url).send(outgoing)
     response["batchItemFailures"].extend({"itemIdentifier": message_id} for message_id in unsent)
     metrics.add_metric(name="EventsSent", unit=MetricUnit.Count, value=len(outgoing) - len(unsent))
     metrics.add_metric(name="EventsErrored", unit=MetricUnit.Count, value=len(response["batchItemFailures"]))

@@ -9,7 +9,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from anfang.dedupe import DeliveredEvents
-from anfang.fanout import Message, publish_batch, send_batch
+from anfang.fanout import Message, publish_batch
+from anfang.queues import EventQueue
 
 
 class FlakyDynamo:
@@ -79,12 +80,18 @@ def test_publish_batch_reports_failed_entries_and_failed_calls() -> None:
 
 
 class Sqs:
+    def __init__(self) -> None:
+        self.calls: list[list[dict[str, Any]]] = []
+
     def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:  # noqa: N803
+        self.calls.append(Entries)
         return {"Successful": [{"Id": e["Id"]} for e in Entries], "Failed": []}
 
 
-def test_send_batch_sends_everything() -> None:
-    assert send_batch(Sqs(), "url", [Message(id=f"m{i}", body="{}") for i in range(11)]) == []
+def test_event_queue_sends_everything_in_calls_of_ten() -> None:
+    sqs = Sqs()
+    assert EventQueue(sqs, "url").send({f"m{i}": "{}" for i in range(11)}) == set()
+    assert [len(call) for call in sqs.calls] == [10, 1]
 
 
 def test_only_the_analyse_stage_imports_opencv_or_numpy() -> None:

@@ -1,7 +1,8 @@
-"""Fan-out (sinks): batched SQS sends and SNS publishes that report which entries failed.
+"""Fan-out (sinks): batched SNS publishes to the destination topics that report which entries failed.
 
-Both calls accept 10 entries; an entry that fails (partially failed call or a raised client error) is
+PublishBatch accepts 10 entries; an entry that fails (partially failed call or a raised client error) is
 reported by its id so the caller can turn it into an SQS partial batch failure and let SQS retry it.
+Sends to the analyse and process queues are ``anfang.queues.EventQueue``.
 
 >>> failed = publish_batch(sns, topic_arn, [Message(id="m1", body="{...}", attributes={"town": "330106"})])
 """
@@ -16,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from anfang.dynamo import chunks
 
-__all__ = ["BATCH_ENTRIES", "Message", "publish_batch", "send_batch"]
+__all__ = ["BATCH_ENTRIES", "Message", "publish_batch"]
 
 #: Entries per SendMessageBatch / PublishBatch call (the AWS maximum).
 BATCH_ENTRIES: Final = 10
@@ -33,20 +34,6 @@ class Message:
 
 def _attributes(attributes: dict[str, str]) -> dict[str, dict[str, str]]:
     return {name: {"DataType": "String", "StringValue": value} for name, value in attributes.items() if value}
-
-
-def send_batch(sqs: Any, queue_url: str, messages: Iterable[Message]) -> list[str]:
-    """SendMessageBatch in calls of 10; returns the ids of the messages that were not sent."""
-    failed: list[str] = []
-    for part in chunks(list(messages), BATCH_ENTRIES):
-        entries = [{"Id": m.id, "MessageBody": m.body, "MessageAttributes": _attributes(m.attributes)} for m in part]
-        try:
-            response = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
-        except (BotoCoreError, ClientError):
-            failed.extend(m.id for m in part)
-            continue
-        failed.extend(entry["Id"] for entry in response.get("Failed", []))
-    return failed
 
 
 def publish_batch(sns: Any, topic_arn: str, messages: Iterable[Message]) -> list[str]:
