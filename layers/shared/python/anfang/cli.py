@@ -212,6 +212,7 @@ def _local_demo(args: argparse.Namespace) -> int:
     )
     print(result.summary())
     print(f"records: {args.out}/gov_cloud.ndjson, {args.out}/police_video.ndjson; report: {args.out}/report.html")
+    print(f"function logs: {args.out}/functions.log")
     return 0 if result.ok else 1
 
 

@@ -5,11 +5,13 @@ the simulator source and the fixture images) push signed events over HTTP; the h
 snapshot through its presigned URL and sends deltas; both destination queues are drained into
 ``<out>/<destination>.ndjson`` as records arrive. It ends with a summary and ``<out>/report.html``, and
 fails (exit 1) if an accepted event did not reach both destinations or anything reached a dead-letter queue.
+What the functions log goes to ``<out>/functions.log``.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import html
 import json
@@ -49,8 +51,6 @@ _DLQ_OUTPUTS: Final = {
     "police_video": "PoliceVideoDeadLetterQueueUrl",
     "healthcode_import": "ImportDeadLetterQueueUrl",
 }
-#: The demo prints a summary; the functions' EMF metrics (CloudWatch's input on Lambda) would drown it.
-_DEMO_ENVIRONMENT: Final = {"POWERTOOLS_METRICS_DISABLED": "true"}
 
 
 @dataclass
@@ -271,7 +271,14 @@ def run_demo(
     result = DemoResult(events=events)
     fixtures = root.parent / "shared" / "fixtures" / "images"
     stream.write(f"anfang local demo: {events} events from {devices} simulated devices\n")
-    with LocalStack(root, out / "local", town=_demo_town(root), environment=_DEMO_ENVIRONMENT) as stack:
+    # What the functions print (JSON logs, EMF metrics: CloudWatch's input on Lambda) and the local API's
+    # request lines go to functions.log, as CloudWatch Logs would hold them; the progress stays on ``stream``.
+    with (
+        (out / "functions.log").open("w", encoding="utf-8") as log,
+        contextlib.redirect_stdout(log),
+        contextlib.redirect_stderr(log),
+        LocalStack(root, out / "local", town=_demo_town(root)) as stack,
+    ):
         assert stack.info is not None
         session = boto3.session.Session(region_name=stack.info.region)
 
@@ -383,6 +390,12 @@ def _image_uri(s3: Any, ref: str) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(body).decode("ascii")
 
 
+def _image_kind(ref: str) -> str:
+    if "/thumbnail_faces_blurred/" in ref:
+        return "thumbnail, faces blurred"
+    return "thumbnail" if "/thumbnail/" in ref else "original"
+
+
 def _report(path: Path, arrivals: dict[str, dict[str, Any]], s3: Any, result: DemoResult) -> None:
     """A self-contained HTML page: for a few events, what each destination got, images side by side."""
     chosen: list[tuple[str, dict[str, Any]]] = []
@@ -400,8 +413,8 @@ def _report(path: Path, arrivals: dict[str, dict[str, Any]], s3: Any, result: De
         for destination in DESTINATIONS:
             record = seen[destination]
             images = "".join(
-                f'<figure><img src="{uri}" alt="{html.escape(image["role"])}"><figcaption>{html.escape(image["role"])}'
-                f" ({html.escape(image['ref'].rsplit('/', 2)[-2])})</figcaption></figure>"
+                f'<figure><img src="{uri}" alt="{html.escape(image["role"])}">'
+                f"<figcaption>{html.escape(image['role'])}: {_image_kind(image['ref'])}</figcaption></figure>"
                 for image in record.get("images", [])
                 if (uri := _image_uri(s3, image["ref"])) is not None
             )

@@ -64,7 +64,6 @@ class LocalStack:
         api_port: int = 0,
         retry_delay_secs: int = 1,
         visibility_timeout_max_secs: int = 30,
-        environment: dict[str, str] | None = None,
     ) -> None:
         self.root = root.resolve()
         self.state_dir = state_dir
@@ -73,7 +72,6 @@ class LocalStack:
         self.api_port = api_port
         self.retry_delay_secs = retry_delay_secs
         self.visibility_timeout_max_secs = visibility_timeout_max_secs
-        self.environment = dict(environment or {})  # added to the functions' environment (local settings)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._moto: Any = None
@@ -109,7 +107,6 @@ class LocalStack:
         aws_env = {**LOCAL_CREDENTIALS, "AWS_DEFAULT_REGION": region, "AWS_REGION": region}
         aws_env["AWS_ENDPOINT_URL"] = endpoint
         os.environ.update(aws_env)
-        os.environ.update(self.environment)
         session = boto3.session.Session(region_name=region)
 
         self.deployed = deploy_stack(
