@@ -394,3 +394,26 @@ def test_given_deviating_objects_in_one_list_then_each_gets_its_own_status_and_d
     # AND malformed bodies get a whole-request status
     status, data, _ = request(env.port, "POST", "/VIID/Faces", b"{nope", {"User-Identify": CAMERA})
     assert (status, data["ResponseStatusObject"]["StatusCode"]) == (400, 7)
+
+
+def test_given_a_persons_list_then_a_person_with_a_face_is_spooled_and_a_body_only_one_rejected(env: Env) -> None:
+    register_device(env, CAMERA)
+    base = "45010101491327000176022023121317391500127"
+    doc = {
+        "PersonListObject": {
+            "PersonObject": [
+                {
+                    "PersonID": base + "0100001",
+                    "DeviceID": CAMERA,
+                    "PersonAppearTime": "20231213173915",
+                    "SubImageList": {"SubImageInfoObject": [{"Type": "11", "FileFormat": "Jpeg", "Data": "x"}]},
+                },
+                {"PersonID": base + "0100002", "DeviceID": CAMERA, "PersonAppearTime": "20231213173916"},
+            ]
+        }
+    }
+    doc = with_images(doc, IMAGES)
+    status, data = post(env, "/VIID/Persons", doc)
+    assert status == 200
+    assert [code for _, code in statuses(data)] == [0, 8]
+    assert [json.loads(p.body)["event_type"] for p in env.spool.pending()] == ["face_capture"]

@@ -14,7 +14,8 @@ import pytest
 from pydantic import ValidationError
 
 from anfang.contracts import event_id_time, validate_event, validate_event_id
-from anfang_edge.config import default_fixtures_dir
+from anfang_edge.config import Gat1400SourceConfig, default_fixtures_dir, parse_config
+from anfang_edge.errors import ConfigError
 from anfang_edge.sources.gat1400 import (
     Deviation,
     StatusCode,
@@ -22,6 +23,7 @@ from anfang_edge.sources.gat1400 import (
     digest_response,
     map_face,
     map_motor_vehicle,
+    map_person,
 )
 from anfang_edge.sources.gat1400.digest import DigestAuth, DigestError, parse_authorization
 from anfang_edge.sources.gat1400.mapping import ItemOutcome, loads, parse_viid_time
@@ -465,3 +467,47 @@ def test_fixture_files_parse(tmp_path: Path) -> None:
     # the published sample holds paths: every face is rejected for want of a face image, nothing crashes
     outcomes = [map_face(obj, posting_device=DEVICE) for obj in faces]
     assert all(o.reject is not None and "no usable face image" in o.reject.status for o in outcomes)
+
+
+def person(**changes: Any) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "PersonID": FACE_ID[:-8] + "01000001",
+        "DeviceID": DEVICE,
+        "LeftTopX": 10,
+        "LeftTopY": 10,
+        "RightBtmX": 200,
+        "RightBtmY": 600,
+        "PersonAppearTime": "20231213173915",
+        "SubImageList": {"SubImageInfoObject": [sub("10", b64(JPEG)), sub("14", b64(SCENE)), sub("11", b64(JPEG))]},
+    }
+    obj.update(changes)
+    return obj
+
+
+def test_a_person_with_a_face_is_a_face_capture_and_a_body_only_person_is_rejected() -> None:
+    result = map_person(person(), posting_device=DEVICE)
+    assert result.event is not None
+    event = validate_event(result.event)
+    assert event.event_type == "face_capture"
+    assert [i.role for i in event.images] == ["face", "scene", "person"]
+    assert "face" not in result.event  # the person box is the body, not the face
+    body_only = map_person(person(SubImageList=subs(sub("10", b64(JPEG)))), posting_device=DEVICE)
+    assert body_only.event is None and body_only.reject is not None
+    assert "without a usable face image" in body_only.reject.status
+
+
+def test_the_gat1400_source_config(tmp_path: Path) -> None:
+    text = (
+        'api_url = "https://api.example"\nkey_id = "k1"\nprivate_key_file = "agent.key"\n'
+        '[[sources]]\ntype = "gat1400"\nlisten_host = "0.0.0.0"\nkeepalive_timeout_secs = 90\n'
+        f'[sources.devices.{DEVICE}]\nusername = "cam1"\npassword_file = "{tmp_path / "pw"}"\n'
+    )
+    (tmp_path / "pw").write_text("s3cret\n")
+    source = parse_config(text).sources[0]
+    assert isinstance(source, Gat1400SourceConfig)
+    assert source.listen_port == 1400 and source.digest_algorithms == ["SHA-256", "MD5"]
+    assert source.devices[DEVICE].resolve_password() == "s3cret"
+    with pytest.raises(ConfigError, match="exactly one"):
+        parse_config(text.replace("password_file", "password = 'x'\npassword_file"))
+    with pytest.raises(ConfigError, match="20 ASCII digits"):
+        parse_config(text.replace(f"devices.{DEVICE}", "devices.4501"))

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from .digest import DigestAuth, DigestError, digest_response
-from .mapping import Deviation, StatusCode, deterministic_event_id, map_face, map_motor_vehicle
+from .mapping import Deviation, StatusCode, deterministic_event_id, map_face, map_motor_vehicle, map_person
 from .server import CONTENT_TYPE, Gat1400Source
 
 __all__ = [
@@ -21,4 +21,5 @@ __all__ = [
     "digest_response",
     "map_face",
     "map_motor_vehicle",
+    "map_person",
 ]

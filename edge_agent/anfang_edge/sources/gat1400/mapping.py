@@ -36,6 +36,7 @@ __all__ = [
     "loads",
     "map_face",
     "map_motor_vehicle",
+    "map_person",
     "parse_viid_time",
 ]
 
@@ -332,6 +333,35 @@ def map_face(obj: Any, *, posting_device: str) -> ItemOutcome:
         box = _box(obj, out) if "scene" in images else None
         if box is not None:
             event["face"] = {"box": box}
+        out.event = event
+    except _RejectError as exc:
+        out.reject = exc.rejection
+        return _rejected(out)
+    return out
+
+
+def map_person(obj: Any, *, posting_device: str) -> ItemOutcome:
+    """A ``PersonObject`` → a ``face_capture`` when it carries a face (Type 11); person (10) and scene (14) kept.
+
+    v1 has no event type for a body-only capture, so a person without a usable face image is rejected per item.
+    Its LeftTopX/... box is the body, not the face, so no ``face.box`` is made from it.
+    """
+    try:
+        out, obj = _begin(obj, "PersonID", posting_device)
+    except _Early as early:
+        return _rejected(early.out)
+    try:
+        subs = _as_list(obj.get("SubImageList"), "SubImageInfoObject", out)
+        images = _images(subs, out)
+        if "face" not in images:
+            raise _RejectError(
+                StatusCode.INVALID_JSON_CONTENT, "person without a usable face image (Type 11): not forwarded"
+            )
+        captured = _capture_time(
+            obj, ("PersonAppearTime", "LocationMarkTime", "PersonDisAppearTime"), subs, out.object_id, out
+        )
+        event = _common("face_capture", out, captured)
+        event["images"] = [images[r] for r in ("face", "scene", "person") if r in images]
         out.event = event
     except _RejectError as exc:
         out.reject = exc.rejection

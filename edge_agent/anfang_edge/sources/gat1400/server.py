@@ -1,6 +1,6 @@
 """The gat1400 source: a GA/T 1400 view library (视图库, VIID) on the LAN.
 
-Devices register with HTTP Digest, keep alive, and push face and motor-vehicle lists. Every list object
+Devices register with HTTP Digest, keep alive, and push face, person and motor-vehicle lists. Every list object
 becomes one v1 event (see :mod:`.mapping`), spooled in one durable put; the reply is one
 ``ResponseStatusObject`` per object, written only after the commit. Deviations from the standard that were
 tolerated are counted per device in the spool's counters (``gat1400.<device id>.<deviation>``).
@@ -36,6 +36,7 @@ from .mapping import (
     loads,
     map_face,
     map_motor_vehicle,
+    map_person,
 )
 
 __all__ = ["CONTENT_TYPE", "Gat1400Source"]
@@ -48,6 +49,7 @@ _OK: Final = "正常"
 _LISTS: Final[dict[str, tuple[str, str, Callable[..., ItemOutcome]]]] = {
     "/VIID/Faces": ("FaceListObject", "FaceObject", map_face),
     "/VIID/MotorVehicles": ("MotorVehicleListObject", "MotorVehicleObject", map_motor_vehicle),
+    "/VIID/Persons": ("PersonListObject", "PersonObject", map_person),
 }
 
 
