@@ -20,6 +20,7 @@ import pytest
 
 from anfang.contracts import validate_event
 from anfang_edge.config import Gat1400DeviceConfig, Gat1400SourceConfig
+from anfang_edge.sources import build_source
 from anfang_edge.sources.gat1400 import Gat1400Source
 from anfang_edge.spool import Spool
 from anfang_edge.uploader import Uploader, UploaderSettings
@@ -417,3 +418,13 @@ def test_given_a_persons_list_then_a_person_with_a_face_is_spooled_and_a_body_on
     assert status == 200
     assert [code for _, code in statuses(data)] == [0, 8]
     assert [json.loads(p.body)["event_type"] for p in env.spool.pending()] == ["face_capture"]
+
+
+def test_the_agent_builds_the_gat1400_source_from_its_config(tmp_path: Path) -> None:
+    config = Gat1400SourceConfig(type="gat1400", listen_port=0)
+    with Spool(tmp_path / "s.sqlite3") as spool:
+        source = build_source(config, spool, index=2)
+        assert isinstance(source, Gat1400Source) and source.name == "gat14002"
+        stop = threading.Event()
+        stop.set()
+        source.run(stop)  # starts and stops cleanly

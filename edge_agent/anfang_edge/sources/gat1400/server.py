@@ -44,7 +44,7 @@ __all__ = ["CONTENT_TYPE", "Gat1400Source"]
 log = logging.getLogger("anfang_edge.sources.gat1400")
 CONTENT_TYPE: Final = "application/VIID+JSON"
 #: A list of a few objects with full-size scene images is several MiB of base64.
-MAX_REQUEST_BYTES: Final = 64 * 1024 * 1024
+MAX_REQUEST_BYTES: Final = 32 * 1024 * 1024
 _OK: Final = "正常"
 _LISTS: Final[dict[str, tuple[str, str, Callable[..., ItemOutcome]]]] = {
     "/VIID/Faces": ("FaceListObject", "FaceObject", map_face),
