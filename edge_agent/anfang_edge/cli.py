@@ -110,8 +110,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print(f"quarantined:  {stats['quarantined']}")
     print(f"last success: {stats['last_success_at'] or 'never'}")
     print(f"last error:   {stats['last_error'] or '-'}")
+    width = max([24, *(len(name) + 2 for name in stats["counters"])])  # gat1400 deviation names run long
     for name, value in stats["counters"].items():
-        print(f"  {name:<24}{value}")
+        print(f"  {name:<{width}}{value}")
     return 0
 
 

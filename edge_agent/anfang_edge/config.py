@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator, model_validator
 
 from anfang.contracts import MAX_BODY_BYTES, MAX_EVENTS_PER_BATCH, validate_device_id
 
@@ -21,6 +21,8 @@ from .errors import ConfigError
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "AgentConfig",
+    "Gat1400DeviceConfig",
+    "Gat1400SourceConfig",
     "HttpSourceConfig",
     "SimulatorSourceConfig",
     "SourceConfig",
@@ -84,7 +86,65 @@ class HttpSourceConfig(_Model):
     block_timeout_secs: float = Field(default=5.0, ge=0)
 
 
-SourceConfig = Annotated[SimulatorSourceConfig | WatchDirSourceConfig | HttpSourceConfig, Field(discriminator="type")]
+class Gat1400DeviceConfig(_Model):
+    """Digest credentials of one GA/T 1400 device (password inline or in a file readable by the agent)."""
+
+    username: str = Field(min_length=1, max_length=128, pattern=r"^[\x21\x23-\x7e]+$")
+    password: str | None = Field(default=None, min_length=1, repr=False)
+    #: A file holding the password (trailing newline ignored); relative paths: $CREDENTIALS_DIRECTORY, else cwd.
+    password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_password(self) -> Gat1400DeviceConfig:
+        if (self.password is None) == (self.password_file is None):
+            raise ValueError("set exactly one of password and password_file")
+        return self
+
+    def resolve_password(self) -> str:
+        """The password, read from ``password_file`` when that is set."""
+        if self.password is not None:
+            return self.password
+        assert self.password_file is not None
+        path = self.password_file
+        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not path.is_absolute() and credentials and (Path(credentials) / path).exists():
+            path = Path(credentials) / path
+        try:
+            return path.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"cannot read password_file {path}: {exc.strerror}") from exc
+
+
+class Gat1400SourceConfig(_Model):
+    """A GA/T 1400 (视图库, VIID) receiver: cameras register with Digest and push faces and vehicles."""
+
+    type: Literal["gat1400"]
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(default=1400, ge=0, le=65535)
+    #: This view library's own 20-digit id (answered by /VIID/System/Time).
+    server_id: str = Field(default="00000000005030000001", pattern=r"^[0-9]{20}$")
+    realm: str = Field(default="anfang-edge", min_length=1, max_length=64, pattern=r'^[^"\\]+$')
+    digest_algorithms: list[Literal["SHA-256", "MD5"]] = Field(default=["SHA-256", "MD5"], min_length=1)
+    nonce_ttl_secs: float = Field(default=300.0, gt=0)
+    #: A registered device silent for longer is offline: a device_status event, and it must register again.
+    keepalive_timeout_secs: float = Field(default=180.0, gt=0)
+    #: How long a push waits for room in a full spool (when_full = "block") before answering Device Busy.
+    block_timeout_secs: float = Field(default=5.0, ge=0)
+    #: Device id (20 digits) → Digest credentials.
+    devices: dict[str, Gat1400DeviceConfig] = Field(default_factory=dict)
+
+    @field_validator("devices")
+    @classmethod
+    def _device_ids(cls, value: dict[str, Gat1400DeviceConfig]) -> dict[str, Gat1400DeviceConfig]:
+        for device_id in value:
+            validate_device_id(device_id)
+        return value
+
+
+SourceConfig = Annotated[
+    SimulatorSourceConfig | WatchDirSourceConfig | HttpSourceConfig | Gat1400SourceConfig,
+    Field(discriminator="type"),
+]
 
 
 class AgentConfig(_Model):

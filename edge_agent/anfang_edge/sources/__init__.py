@@ -9,8 +9,15 @@ from __future__ import annotations
 import threading
 from typing import Protocol
 
-from ..config import HttpSourceConfig, SimulatorSourceConfig, SourceConfig, WatchDirSourceConfig
+from ..config import (
+    Gat1400SourceConfig,
+    HttpSourceConfig,
+    SimulatorSourceConfig,
+    SourceConfig,
+    WatchDirSourceConfig,
+)
 from ..spool import Spool
+from .gat1400 import Gat1400Source
 from .http import HttpSource
 from .simulator import Simulator
 from .watch_dir import WatchDir
@@ -36,4 +43,6 @@ def build_source(config: SourceConfig, spool: Spool, *, index: int = 0) -> Sourc
         return WatchDir(config, spool, name=f"watch_dir{index}")
     if isinstance(config, HttpSourceConfig):
         return HttpSource(config, spool, name=f"http{index}")
+    if isinstance(config, Gat1400SourceConfig):
+        return Gat1400Source(config, spool, name=f"gat1400{index}")
     raise TypeError(f"unknown source {config!r}")

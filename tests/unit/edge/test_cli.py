@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -82,6 +83,12 @@ def test_status_and_spool_commands(tmp_path: Path, capsys: pytest.CaptureFixture
     assert status["oldest_age_secs"] is not None
     assert main(["status", "--config", str(config)]) == 0
     assert "2 events" in capsys.readouterr().out
+    with Spool(tmp_path / "state" / "spool.sqlite3") as spool:  # the gat1400 source's deviations, per device
+        spool.bump({"gat1400.45010101491327000176.file_format_mismatch": 2})
+    assert main(["status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"gat1400\.45010101491327000176\.file_format_mismatch +2\n", out)
+    assert re.search(r"\n  spooled +3\n", out)
 
     assert main(["spool", "ls", "--config", str(config), "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 2
