@@ -4,6 +4,11 @@ Server nonces are random, remembered with their issue time and expire after ``no
 response on an expired nonce gets a fresh challenge with ``stale=true`` (the device retries without asking
 for the password again). ``qop=auth`` only; the nonce count must grow per nonce (no replays).
 
+Why it is written here: the standard library has a Digest *client* (``urllib.request``) but no server side,
+and the server-side implementations on PyPI come with a web framework (Flask-HTTPAuth, Werkzeug); the edge
+agent installs the contracts and the standard library only. The verifier is checked against RFC 7616's
+MD5 and SHA-256 example responses in the tests.
+
 >>> digest = DigestAuth(realm="anfang-edge", algorithms=("SHA-256", "MD5"))
 >>> headers = digest.challenges()
 >>> digest.verify("POST", header, password_of)   # → username
