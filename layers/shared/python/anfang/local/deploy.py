@@ -193,8 +193,10 @@ def deploy_stack(
     }
     physical.update(literals)
 
-    _subscribe(session, endpoint_url, deferred, physical)
-    functions = _functions(source, in_process, resolved, env_outputs, physical, session, endpoint_url)
+    sqs = session.client("sqs", endpoint_url=endpoint_url)
+    queue_arns = {url: _queue_arn(sqs, url) for url in physical.values() if url.startswith("http")}  # once each
+    _subscribe(session.client("sns", endpoint_url=endpoint_url), deferred, physical, queue_arns)
+    functions = _functions(source, in_process, resolved, env_outputs, physical, queue_arns)
     public_outputs = {k: v for k, v in resolved.items() if k not in env_outputs}
     for name, secret_arn in literals.items():
         public_outputs[f"{name}Arn"] = secret_arn
@@ -215,7 +217,7 @@ def _queue_arn(sqs: Any, url: str) -> str:
     return str(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"])
 
 
-def _arn_of(node: Any, physical: dict[str, str], sqs: Any) -> str:
+def _arn_of(node: Any, physical: dict[str, str], queue_arns: dict[str, str]) -> str:
     """The ARN a ``Ref`` (topics) or ``Fn::GetAtt [Queue, Arn]`` points at."""
     if isinstance(node, str):
         return node
@@ -223,12 +225,10 @@ def _arn_of(node: Any, physical: dict[str, str], sqs: Any) -> str:
         return physical[node["Ref"]]
     target = node["Fn::GetAtt"]
     logical = target[0] if isinstance(target, list) else target.split(".")[0]
-    return _queue_arn(sqs, physical[logical])
+    return queue_arns[physical[logical]]
 
 
-def _subscribe(session: Any, endpoint_url: str, deferred: dict[str, Any], physical: dict[str, str]) -> None:
-    sns = session.client("sns", endpoint_url=endpoint_url)
-    sqs = session.client("sqs", endpoint_url=endpoint_url)
+def _subscribe(sns: Any, deferred: dict[str, Any], physical: dict[str, str], queue_arns: dict[str, str]) -> None:
     for resource in deferred.values():
         if resource["Type"] != "AWS::SNS::Subscription" or "Condition" in resource:
             continue  # conditional subscriptions (alarm e-mail) have no local counterpart
@@ -237,14 +237,14 @@ def _subscribe(session: Any, endpoint_url: str, deferred: dict[str, Any], physic
         if props.get("RawMessageDelivery"):
             attributes["RawMessageDelivery"] = "true"
         if "RedrivePolicy" in props:
-            target = _arn_of(props["RedrivePolicy"]["deadLetterTargetArn"], physical, sqs)
+            target = _arn_of(props["RedrivePolicy"]["deadLetterTargetArn"], physical, queue_arns)
             attributes["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": target})
         if "FilterPolicy" in props:
             attributes["FilterPolicy"] = json.dumps(props["FilterPolicy"])
         sns.subscribe(
-            TopicArn=_arn_of(props["TopicArn"], physical, sqs),
+            TopicArn=_arn_of(props["TopicArn"], physical, queue_arns),
             Protocol=props["Protocol"],
-            Endpoint=_arn_of(props["Endpoint"], physical, sqs),
+            Endpoint=_arn_of(props["Endpoint"], physical, queue_arns),
             Attributes=attributes,
         )
 
@@ -255,10 +255,8 @@ def _functions(
     resolved: dict[str, str],
     env_outputs: dict[str, tuple[str, str]],
     physical: dict[str, str],
-    session: Any,
-    endpoint_url: str,
+    queue_arns: dict[str, str],
 ) -> dict[str, LocalFunction]:
-    sqs = session.client("sqs", endpoint_url=endpoint_url)
     functions: dict[str, LocalFunction] = {}
     for name, resource in in_process.items():
         if resource["Type"] != "AWS::Lambda::Function":
@@ -277,7 +275,7 @@ def _functions(
     for key, (function, variable) in env_outputs.items():
         functions[function].environment[variable] = resolved[key]
 
-    queue_urls = {_queue_arn(sqs, url): url for logical, url in physical.items() if url.startswith("http")}
+    queue_urls = {arn: url for url, arn in queue_arns.items()}
     for resource in in_process.values():
         props = resource["Properties"]
         if resource["Type"] == "AWS::Lambda::EventSourceMapping":
@@ -286,7 +284,7 @@ def _functions(
             functions[props["FunctionName"]["Ref"]].queue_triggers.append(
                 QueueTrigger(
                     queue_url=url,
-                    queue_arn=_queue_arn(sqs, url),
+                    queue_arn=queue_arns[url],
                     batch_size=int(props.get("BatchSize", 10)),
                     batching_window_secs=int(props.get("MaximumBatchingWindowInSeconds", 0)),
                     report_batch_item_failures="ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
@@ -297,7 +295,7 @@ def _functions(
             continue
         invoke = spec["Properties"].get("EventInvokeConfig", {})
         on_failure = invoke.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination")
-        failure_url = queue_urls.get(_arn_of(on_failure, physical, sqs)) if on_failure else None
+        failure_url = queue_urls.get(_arn_of(on_failure, physical, queue_arns)) if on_failure else None
         for event in spec["Properties"].get("Events", {}).values():
             if event["Type"] == "S3":
                 rules = event["Properties"].get("Filter", {}).get("S3Key", {}).get("Rules", [])
