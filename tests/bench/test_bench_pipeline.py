@@ -13,9 +13,11 @@ import os
 
 os.environ.setdefault("VIPS_CONCURRENCY", "1")  # one core, like the OpenCV side
 
+import gc
 import io
 import json
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import cv2
@@ -88,6 +90,15 @@ def test_b_full_analysis(benchmark: Any, name: str, role: str) -> None:
 # ---------------------------------------------------------------------------------------------------- (c)
 
 
+@pytest.fixture
+def frozen_heap() -> Iterator[None]:
+    """The process function freezes its cold-start heap (``gc.freeze``); the benchmarks of its stages do too."""
+    gc.collect()
+    gc.freeze()
+    yield
+    gc.unfreeze()
+
+
 class FastKms:
     """A KMS stand-in that hands out a fixed data key (benchmarks measure our code, not KMS)."""
 
@@ -105,7 +116,7 @@ def _batch() -> list[Any]:
 @pytest.mark.benchmark(group="c: redaction of 100 events")
 @pytest.mark.parametrize("destination", ["gov_cloud", "police_video"])
 @pytest.mark.parametrize("validated", [False, True], ids=["projection", "validated_json"])
-def test_c_redact_batch(benchmark: Any, destination: str, validated: bool) -> None:
+def test_c_redact_batch(benchmark: Any, destination: str, validated: bool, frozen_heap: None) -> None:
     redactor = Redactor(default_policies()[destination], secret=b"k" * 32, town=TOWN, buckets=BUCKETS)
     batch = _batch()
 
@@ -120,7 +131,7 @@ def test_c_redact_batch(benchmark: Any, destination: str, validated: bool) -> No
 
 
 @pytest.mark.benchmark(group="c: redaction of 100 events")
-def test_c_powertools_datamasking_erase(benchmark: Any) -> None:
+def test_c_powertools_datamasking_erase(benchmark: Any, frozen_heap: None) -> None:
     pytest.importorskip("jsonpath_ng")
     from aws_lambda_powertools.utilities.data_masking import DataMasking
 
@@ -238,7 +249,7 @@ class _Dynamo:
 
 
 @pytest.mark.benchmark(group="d: process batch of 100 events")
-def test_d_process_batch_own_code(benchmark: Any) -> None:
+def test_d_process_batch_own_code(benchmark: Any, frozen_heap: None) -> None:
     processor = Processor(
         ProcessDeps(
             town=TOWN,

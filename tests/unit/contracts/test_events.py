@@ -220,3 +220,32 @@ def test_queued_event_carries_references_not_bytes() -> None:
     assert '"schema":"anfang.queued.v1"' in wire
     assert event.images[0].data not in wire
     assert "images" not in queued.event
+
+
+def test_a_stored_image_names_each_derived_image_under_its_own_kind() -> None:
+    from anfang.contracts import StoredImage
+
+    digest, other = "ab" * 32, "cd" * 32
+    base = {
+        "role": "scene",
+        "content_type": "image/jpeg",
+        "sha256": digest,
+        "size_bytes": 10,
+        "width": 1920,
+        "height": 1080,
+        "ref": "raw/x.jpg",
+    }
+    good = {
+        "thumbnail": f"derived/thumbnail/{digest}.jpg",
+        "thumbnail_faces_blurred": f"derived/thumbnail_faces_blurred/{other}.jpg",
+    }
+    assert StoredImage.model_validate({**base, "derived": good}).derived == good
+    for derived in (
+        # swapped: the blurred entry points at the plain thumbnail (it would send faces to the gov cloud)
+        {"thumbnail_faces_blurred": f"derived/thumbnail/{digest}.jpg"},
+        {"thumbnail": f"derived/thumbnail_faces_blurred/{digest}.jpg"},
+        {"thumbnail": f"raw/{digest}.jpg"},  # not a derived image
+        {"thumbnail": f"derived/thumbnail/{digest[:-1]}.jpg"},  # not a SHA-256
+    ):
+        with pytest.raises(ValidationError):
+            StoredImage.model_validate({**base, "derived": derived})

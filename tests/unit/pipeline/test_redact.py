@@ -163,8 +163,46 @@ def test_fast_analysis_dump_equals_model_dump() -> None:
 
 def test_site_view_dump_is_its_set_strings() -> None:
     # build() dumps SiteView as its non-None attributes: true while it holds only optional strings
-    site = SiteView(site_id="s1", site_type="rural", name="Village")
-    assert {k: v for k, v in site.__dict__.items() if v is not None} == site.model_dump(mode="json", exclude_none=True)
+    for site in (SiteView(site_id="s1", site_type="rural", name="Village"), SiteView()):
+        assert Enrichment(site=site).site_json == site.model_dump(mode="json", exclude_none=True)
+
+
+class _CountingKms:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def generate_data_key(self, **_: Any) -> dict[str, Any]:
+        self.calls += 1
+        return {"KeyId": "arn:aws:kms:test", "CiphertextBlob": b"\x01" * 64, "Plaintext": bytes(range(32))}
+
+
+def test_envelope_nonces_never_repeat_under_one_data_key() -> None:
+    # GIVEN one batch (one data key) of police records with three envelopes each
+    import base64
+
+    police = Redactor(load_policy("police_video"), secret=SECRET, town=TOWN, buckets=BUCKETS)
+    kms = _CountingKms()
+    keys = DataKeys(kms, {"police_video": "k"})
+    records = [police.build(example_queued(t), Enrichment(site=SiteView()), keys) for t in ("access", "visitor") * 50]
+    envelopes = [v for r in records for body in ("person", "visitor") for v in _envelopes(r.get(body))]
+    nonces = [base64.b64decode(e["iv"]) for e in envelopes]
+    # THEN one data key served the batch, and its 300 nonces are distinct 96-bit values: one random fixed
+    # field and a counter that starts at 1 (NIST SP 800-38D 8.2.1)
+    assert kms.calls == 1 and len(envelopes) == 300
+    assert len(set(nonces)) == 300 and {len(n) for n in nonces} == {12}
+    assert len({n[:4] for n in nonces}) == 1
+    assert sorted(int.from_bytes(n[4:], "big") for n in nonces) == list(range(1, 301))
+    # AND the next batch's key draws a new fixed field
+    other = DataKeys(kms, {"police_video": "k"}).for_destination("police_video").next_nonce()
+    assert other[4:] == (1).to_bytes(8, "big")
+
+
+def _envelopes(body: Any) -> list[dict[str, Any]]:
+    if not isinstance(body, dict):
+        return []
+    if body.get("enc") == "A256GCM":
+        return [body]
+    return [e for value in body.values() for e in _envelopes(value)]
 
 
 def _faulty(record: dict[str, Any]) -> list[dict[str, Any]]:

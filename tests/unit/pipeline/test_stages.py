@@ -103,3 +103,26 @@ def test_only_the_analyse_stage_imports_opencv_or_numpy() -> None:
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_person_less_events_share_their_device_enrichment_and_persons_get_their_own() -> None:
+    import datetime as dt
+
+    from anfang.contracts import SiteView
+    from anfang.enrich import Enricher, HealthCodeRecord
+    from tests.pipeline_events import DEVICE_ID, example_queued
+    from tests.pipeline_stack import MemoryHealthCodes, MemorySites, person_key
+
+    access = example_queued("access")
+    now = dt.datetime.now(dt.UTC)
+    codes = MemoryHealthCodes({person_key(access.event["person"]["id_number"]): HealthCodeRecord("green", now)})
+    site = SiteView(site_id="s1", site_type="rural")
+    enricher = Enricher(MemorySites({DEVICE_ID: site}), codes, person_key=person_key, stale_after_secs=60)
+    events = [example_queued("alarm"), example_queued("device_status"), access, example_queued("access")]
+    out = enricher.enrich(events)
+    alarm, status, first, second = (out[e.event_id] for e in events)
+    # one enrichment (and one site JSON) per device for the events without a health code
+    assert alarm is status and alarm.health_code is None and alarm.site is site
+    # an event with a health code has its own, with its view
+    assert first.health_code is not None and first.health_code.status == "green" and first is not alarm
+    assert second.health_code == first.health_code and second is not first

@@ -83,14 +83,18 @@ class Enricher:
         codes = self._health_codes.batch_get(sorted(set(keys.values()))) if keys and self._health_codes else {}
         now = self._clock()
         out = {}
+        # events without a health code share their device's enrichment (its site JSON is then made once)
+        plain: dict[str, Enrichment] = {}
         for event in events:
             code = codes.get(keys.get(event.event_id, ""))
-            view = (
-                HealthCodeView(
-                    status=code.status, as_of=code.updated_at, stale=now - code.updated_at > self._stale_after
-                )
-                if code is not None
-                else None
+            if code is None:
+                shared = plain.get(event.device_id)
+                if shared is None:
+                    shared = plain[event.device_id] = Enrichment(site=sites.get(event.device_id, SiteView()))
+                out[event.event_id] = shared
+                continue
+            view = HealthCodeView(
+                status=code.status, as_of=code.updated_at, stale=now - code.updated_at > self._stale_after
             )
             out[event.event_id] = Enrichment(site=sites.get(event.device_id, SiteView()), health_code=view)
         return out

@@ -19,6 +19,7 @@ import datetime as dt
 import functools
 import hashlib
 import hmac
+import itertools
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -43,7 +44,7 @@ from anfang.contracts import (
 )
 from anfang.contracts.types import Direction, EventId, TownCode
 from anfang.policies import COMMON_PATHS, FieldSpec, ImageAction, Policy, event_fields
-from anfang.thumbnails import derived_sha256, thumbnail_size
+from anfang.thumbnails import thumbnail_size
 
 __all__ = [
     "DataKey",
@@ -69,10 +70,16 @@ class RedactError(Exception):
 
 @dataclass(frozen=True)
 class Enrichment:
-    """What the enrich stage adds to an event."""
+    """What the enrich stage adds to an event (the enricher shares one per device among person-less events)."""
 
     site: SiteView
     health_code: HealthCodeView | None = None
+
+    @functools.cached_property
+    def site_json(self) -> dict[str, Any]:
+        """The site as JSON, made once per enrichment (records never mutate it; JSON dumps share it)."""
+        # SiteView holds only optional strings: its JSON dump is its non-None attributes
+        return {k: v for k, v in self.site.__dict__.items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -122,12 +129,12 @@ def _pseudonymizer(secret: bytes, domain: str) -> Callable[..., str]:
     inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
     inner.update(domain.encode() + b"\x00")
     outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
-    b2a = binascii.b2a_base64
+    inner_copy, outer_copy, b2a = inner.copy, outer.copy, binascii.b2a_base64
 
     def apply(value: Any, _event_id: str = "", _keys: Any = None) -> str:  # also an _Op: no wrapper call
-        mac = inner.copy()
+        mac = inner_copy()
         mac.update((value if type(value) is str else str(value)).encode())
-        out = outer.copy()
+        out = outer_copy()
         out.update(mac.digest())
         return PSEUDONYM_PREFIX + b2a(out.digest()[:18], newline=False).translate(_URLSAFE).decode("ascii")
 
@@ -149,11 +156,21 @@ def encryption_aad(destination: str, event_id: str, field: str) -> bytes:
     ).encode()
 
 
-@dataclass(frozen=True)
 class DataKey:
-    kid: str
-    edk: str
-    aead: AESGCM
+    """One data key of one batch and destination, with its AES-GCM nonce sequence.
+
+    Nonces are deterministic (NIST SP 800-38D 8.2.1): a random 4-byte fixed field and a 64-bit counter, so
+    no two envelopes under one key share a nonce (random 96-bit nonces only make a repeat unlikely), and a
+    field costs no ``getrandom`` system call.
+    """
+
+    __slots__ = ("aead", "edk", "kid", "next_nonce")
+
+    def __init__(self, kid: str, edk: str, aead: AESGCM) -> None:
+        self.kid, self.edk, self.aead = kid, edk, aead
+        fixed = os.urandom(4)
+        counter = itertools.count(1)
+        self.next_nonce: Callable[[], bytes] = lambda: fixed + next(counter).to_bytes(8, "big")
 
 
 class DataKeys:
@@ -181,7 +198,6 @@ class DataKeys:
 
 
 _PLAINTEXT_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-_AAD_STRING: Final = json.JSONEncoder().encode  # as json.dumps(value) with its defaults, as encryption_aad uses
 
 
 def _encrypter(destination: str, field: str) -> Callable[[Any, str, DataKeys], dict[str, str]]:
@@ -195,8 +211,9 @@ def _encrypter(destination: str, field: str) -> Callable[[Any, str, DataKeys], d
 
     def apply(value: Any, event_id: str, keys: DataKeys) -> dict[str, str]:
         key = keys.for_destination(destination)
-        iv = os.urandom(12)
-        ct = key.aead.encrypt(iv, encode(value).encode(), head + _AAD_STRING(event_id).encode() + tail)
+        iv = key.next_nonce()
+        # an EventId is a validated UUID string: its JSON form is itself in quotes (no escapes)
+        ct = key.aead.encrypt(iv, encode(value).encode(), head + b'"' + event_id.encode() + b'"' + tail)
         return {
             "enc": "A256GCM",
             "kid": key.kid,
@@ -385,10 +402,16 @@ def _analysis_json(analysis: ImageAnalysis) -> dict[str, Any]:
     Every field of :class:`ImageAnalysis` is a JSON scalar except ``faces`` (a list of boxes of ints); the
     unit tests check this equals ``model_dump`` for analyses with every field set.
     """
-    out = {k: v for k, v in analysis.__dict__.items() if v is not None}
-    faces = analysis.faces
-    out["faces"] = [dict(box.__dict__) for box in faces] if faces else []
+    out = analysis.__dict__.copy()
+    for key in _ANALYSIS_OPTIONAL:
+        if out[key] is None:
+            del out[key]
+    faces = out["faces"]
+    out["faces"] = [box.__dict__.copy() for box in faces] if faces else []
     return out
+
+
+_ANALYSIS_OPTIONAL: Final = ("sharpness", "brightness", "contrast", "phash", "error")
 
 
 assert set(ImageAnalysis.model_fields) == {
@@ -497,7 +520,6 @@ class Redactor:
         plan = self._plans.get(event_type) or self._plan(event_type)
         event_id = queued.event_id
         pseudonymize_device = self._device_pseudonym
-        site = enrichment.site
         received_at = queued.received_at
         record: dict[str, Any] = {
             "schema": RECORD_SCHEMA,
@@ -505,8 +527,7 @@ class Redactor:
             "event_type": event_type,
             "town": self._town,
             "device_id": queued.device_id if pseudonymize_device is None else pseudonymize_device(queued.device_id),
-            # SiteView holds only optional strings: its JSON dump is its non-None attributes
-            "site": {k: v for k, v in site.__dict__.items() if v is not None},
+            "site": enrichment.site_json,
             "captured_at": event["captured_at"],
             "received_at": self._iso.get((received_at, received_at.utcoffset())) or self._received_at(received_at),
         }
@@ -548,7 +569,7 @@ class Redactor:
                 image = {
                     "role": role,
                     "ref": self._image_prefix + key,
-                    "sha256": derived_sha256(key),
+                    "sha256": key[-68:-4],  # StoredImage validated the key: derived/<kind>/<sha256>.jpg
                     "width": width,
                     "height": height,
                 }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import AwareDatetime, Field, StringConstraints
+from pydantic import AwareDatetime, Field, StringConstraints, field_validator
 
 from .events import Box, EventBase, WireModel
 from .media import ImageContentType
@@ -30,6 +30,10 @@ RECORD_SCHEMA: Final = "anfang.record.v1"
 QUEUED_SCHEMA: Final = "anfang.queued.v1"
 
 Quality = Literal["ok", "blurry", "dark", "overexposed", "no_face", "error"]
+#: Key of a derived image in the image bucket, addressed by the SHA-256 of its bytes (see anfang.thumbnails).
+DerivedKey = Annotated[
+    str, StringConstraints(pattern=r"^derived/(thumbnail|thumbnail_faces_blurred)/[0-9a-f]{64}\.jpg$")
+]
 Base64 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]*={0,2}$")]
 PolicyRef = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*@[0-9]+$")]
 
@@ -135,9 +139,19 @@ class StoredImage(WireModel):
     height: int = Field(gt=0)
     ref: str = Field(min_length=1, max_length=1024, description="key in the raw-image bucket")
     analysis: ImageAnalysis | None = None
-    derived: dict[Literal["thumbnail", "thumbnail_faces_blurred"], str] = Field(
-        default_factory=dict, description="keys of derived images in the image bucket"
+    derived: dict[Literal["thumbnail", "thumbnail_faces_blurred"], DerivedKey] = Field(
+        default_factory=dict,
+        description="keys of derived images in the image bucket, each under its own kind's prefix",
     )
+
+    @field_validator("derived")
+    @classmethod
+    def _kind_matches_key(cls, derived: dict[str, str]) -> dict[str, str]:
+        # A blurred thumbnail's entry must point at a blurred thumbnail: a swapped entry would send faces out.
+        for kind, key in derived.items():
+            if not key.startswith(f"derived/{kind}/"):
+                raise ValueError(f"derived {kind} points at another kind of image")
+        return derived
 
 
 class QueuedEvent(WireModel):
