@@ -266,3 +266,11 @@ def test_record_json_equals_the_model_path_for_every_event_type() -> None:
         assert redactor.record_json(queued, enrichment, keys) == redactor.record(
             queued, enrichment, keys
         ).model_dump_json(by_alias=True, exclude_none=True)
+
+
+def test_the_envelope_plaintext_is_the_values_json() -> None:
+    # the encrypter's str fast path writes what json.dumps(value, ensure_ascii=False) writes
+    from anfang.redact import _encode_str
+
+    for value in ("张三", 'quote " back \\ slash', "new\nline\x00nul\u2028sep", "13812345678", ""):
+        assert _encode_str(value) == json.dumps(value, ensure_ascii=False)

@@ -198,28 +198,31 @@ class DataKeys:
 
 
 _PLAINTEXT_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_encode_str: Final[Callable[[str], str]] = json.encoder.encode_basestring  # type: ignore[attr-defined]
 
 
 def _encrypter(destination: str, field: str) -> Callable[[Any, str, DataKeys], dict[str, str]]:
     """Envelope encryption of one field for one destination; the AAD (:func:`encryption_aad`) is precomputed
     around the event id, so a value costs one JSON encode, one AES-GCM seal and two base64 encodes."""
     # encryption_aad sorts its keys: destination, event_id, field. Only the event id varies per record.
-    head = json.dumps({"destination": destination}, separators=(",", ":"))[:-1].encode() + b',"event_id":'
-    tail = b',"field":' + json.dumps(field).encode() + b"}"
-    b64 = base64.b64encode
+    head = json.dumps({"destination": destination}, separators=(",", ":"))[:-1].encode() + b',"event_id":"'
+    tail = b'","field":' + json.dumps(field).encode() + b"}"
+    b2a = binascii.b2a_base64
     encode = _PLAINTEXT_ENCODER.encode  # json.dumps with options builds a new encoder on every call
+    encode_str = _encode_str  # what encode() does for a str, without its Python-level dispatch
 
     def apply(value: Any, event_id: str, keys: DataKeys) -> dict[str, str]:
         key = keys.for_destination(destination)
         iv = key.next_nonce()
+        plaintext = encode_str(value) if type(value) is str else encode(value)
         # an EventId is a validated UUID string: its JSON form is itself in quotes (no escapes)
-        ct = key.aead.encrypt(iv, encode(value).encode(), head + b'"' + event_id.encode() + b'"' + tail)
+        ct = key.aead.encrypt(iv, plaintext.encode(), head + event_id.encode() + tail)
         return {
             "enc": "A256GCM",
             "kid": key.kid,
             "edk": key.edk,
-            "iv": b64(iv).decode(),
-            "ct": b64(ct).decode(),
+            "iv": b2a(iv, newline=False).decode(),
+            "ct": b2a(ct, newline=False).decode(),
             "field": field,
         }
 
