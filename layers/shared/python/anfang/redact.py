@@ -198,7 +198,7 @@ class DataKeys:
 
 
 _PLAINTEXT_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-_encode_str: Final[Callable[[str], str]] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_encode_str: Final[Callable[[str], str]] = json.encoder.encode_basestring
 
 
 def _encrypter(destination: str, field: str) -> Callable[[Any, str, DataKeys], dict[str, str]]:
