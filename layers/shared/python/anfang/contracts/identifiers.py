@@ -8,6 +8,7 @@ are what the privacy tests use to look for leaks, so they find the same values t
 from __future__ import annotations
 
 import datetime as dt
+import operator
 import os
 import re
 import time
@@ -132,11 +133,15 @@ _ID_WEIGHTS: Final = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK_CHARS: Final = "10X98765432"
 
 
+_ID_ZERO_OFFSET: Final = ord("0") * sum(_ID_WEIGHTS)
+
+
 def resident_id_check_char(first17: str) -> str:
     """The ISO 7064 MOD 11-2 check character of the first 17 digits of a resident ID number."""
     if len(first17) != 17 or not first17.isascii() or not first17.isdigit():
         raise ValueError("need the first 17 digits")
-    total = sum(int(c) * w for c, w in zip(first17, _ID_WEIGHTS, strict=True))
+    # the weighted sum over the ASCII codes in C (map/mul), less the weighted code of "0" at every position
+    total = sum(map(operator.mul, first17.encode(), _ID_WEIGHTS)) - _ID_ZERO_OFFSET
     return _ID_CHECK_CHARS[total % 11]
 
 
