@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from chalice.test import Client
 
-from anfang.contracts import find_resident_ids
+from anfang.contracts import ErrorCode, find_resident_ids
+from anfang.contracts.healthcodes import LineRejection
 from anfang.healthcodes import SnapshotStore, person_key
 from tests.api_stack import PEPPER, Device, Stack, load_app, signed
 
@@ -107,9 +108,12 @@ def test_snapshot_lifecycle(client: Client, partner: Device, stack: Stack, aws: 
     )
     assert store.snapshot_id_of(SnapshotStore.object_key(snapshot["snapshot_id"])) == snapshot["snapshot_id"]
     store.mark_importing(snapshot["snapshot_id"])
-    store.mark_done(snapshot["snapshot_id"], received=3, imported=2, rejected=1)
+    rejected = LineRejection(line=2, code=ErrorCode.PAYLOAD_INVALID, detail="string_pattern_mismatch", field="x")
+    store.mark_done(snapshot["snapshot_id"], received=3, imported=2, rejected=1, errors=[rejected])
     done = call(client, partner, "GET", path).json_body
     assert done["status"] == "imported" and done["counts"] == {"received": 3, "imported": 2, "rejected": 1}
+    # ... with the rejected line's number and reason
+    assert done["errors"] == [{"line": 2, "code": "payload_invalid", "detail": "string_pattern_mismatch", "field": "x"}]
 
     problem(call(client, partner, "GET", "/v1/health-codes/snapshots/" + "0" * 32), 404, "not_found")
     problem(call(client, partner, "GET", "/v1/health-codes/snapshots/not-an-id"), 404, "not_found")

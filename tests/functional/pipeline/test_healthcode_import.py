@@ -215,6 +215,10 @@ def test_a_snapshot_of_100000_lines_is_imported_with_exact_counts_and_no_raw_id(
     assert [r.__dict__["line"] for r in reported] == sorted(bad)[:100]
     assert {r.__dict__["code"] for r in reported} == {"payload_invalid", "malformed_json"}
     assert find_resident_ids(caplog.text) == [] and "purple" not in caplog.text
+    # ... and on the snapshot record the partner reads (GET /v1/health-codes/snapshots/{id})
+    assert [e.line for e in info.errors] == sorted(bad)[:100]
+    assert {e.code for e in info.errors} == {"payload_invalid", "malformed_json"}
+    assert find_resident_ids(info.model_dump_json()) == [] and "purple" not in info.model_dump_json()
     # ... one item per valid line plus the current-snapshot pointer; a page of the table holds person keys
     # only (moto serialises scanned items slowly: the full scan for raw IDs is the next test's, on 3,000 lines)
     ddb = hc.stack.client("dynamodb")

@@ -33,7 +33,7 @@ from urllib.parse import unquote_plus
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
-from anfang.contracts.healthcodes import MAX_REPORTED_ERRORS, HealthCodeDelta
+from anfang.contracts.healthcodes import MAX_REPORTED_ERRORS, HealthCodeDelta, LineRejection
 from anfang.contracts.problems import ErrorCode
 from anfang.healthcodes import (
     CurrentSnapshot,
@@ -71,16 +71,6 @@ class SnapshotImportError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
-
-
-@dataclass(frozen=True, slots=True)
-class LineRejection:
-    """An invalid line: its number (from 1), an error code, the pydantic error type and field; never its value."""
-
-    line: int
-    code: ErrorCode
-    reason: str
-    field: str | None = None
 
 
 @dataclass
@@ -136,7 +126,7 @@ def _rejection(line: int, exc: ValidationError) -> LineRejection:
     kind = str(first["type"])
     code = ErrorCode.MALFORMED_JSON if kind.startswith("json_") else ErrorCode.PAYLOAD_INVALID
     path = ".".join(str(part) for part in first["loc"]) or None
-    return LineRejection(line=line, code=code, reason=kind, field=path)
+    return LineRejection(line=line, code=code, detail=kind[:64], field=path[:64] if path else None)
 
 
 class SnapshotImporter:
@@ -196,7 +186,11 @@ class SnapshotImporter:
             self._snapshots.mark_failed(snapshot_id, error=f"retry_later: {type(exc).__name__}")
             raise
         self._snapshots.mark_done(
-            snapshot_id, received=result.received, imported=result.imported, rejected=result.rejected
+            snapshot_id,
+            received=result.received,
+            imported=result.imported,
+            rejected=result.rejected,
+            errors=result.rejections,
         )
         _log.info(
             "snapshot imported",
@@ -228,7 +222,7 @@ class SnapshotImporter:
             except ValidationError as exc:
                 rejection = _rejection(line_number, exc)
                 result.rejected += 1
-                result.reasons[rejection.reason] += 1
+                result.reasons[rejection.detail] += 1
                 if len(result.rejections) < MAX_REPORTED_ERRORS:
                     result.rejections.append(rejection)
                     _log.info(
@@ -236,7 +230,7 @@ class SnapshotImporter:
                         extra={
                             "line": rejection.line,
                             "code": rejection.code,
-                            "reason": rejection.reason,
+                            "reason": rejection.detail,
                             "field": rejection.field,
                         },
                     )

@@ -22,7 +22,8 @@ older or failed snapshots are ignored and expire by TTL. A snapshot line counts 
 commission vouched for it then), or its own ``updated_at`` if later.
 
 Snapshots table: partition key ``snapshot_id`` (S); ``status``, ``created_at``, ``updated_at``,
-``object_key``, ``key_id``, ``received``/``imported``/``rejected`` (N), ``error``, TTL ``expires_at``.
+``object_key``, ``key_id``, ``received``/``imported``/``rejected`` (N), ``error``, ``errors`` (S, JSON of the
+first rejected lines: number, code, reason, never a value), TTL ``expires_at``.
 Snapshot files go to ``snapshots/<snapshot_id>.ndjson`` in the snapshot bucket; the ``healthcode_import``
 function reads them, calls :meth:`SnapshotStore.mark_importing` / :meth:`SnapshotStore.mark_done` /
 :meth:`SnapshotStore.mark_failed`, and writes records with :meth:`HealthCodeTable.put_many`.
@@ -48,7 +49,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from anfang.contracts.events import event_error
 from anfang.contracts.healthcodes import (
@@ -56,6 +57,7 @@ from anfang.contracts.healthcodes import (
     DeltaRejection,
     HealthCodeDelta,
     HealthCodeDeltaResponse,
+    LineRejection,
     PurgeResponse,
     SnapshotCounts,
     SnapshotCreated,
@@ -107,6 +109,7 @@ SNAPSHOT_PREFIX: Final = "snapshots/"
 #: The item holding the pointer to the authoritative snapshot (never a person key: those are 64 hex digits).
 CURRENT_SNAPSHOT_KEY: Final = "snapshot#current"
 _SNAPSHOT_ID_RE: Final = re.compile(r"[0-9a-f]{32}")
+_REJECTIONS: Final = TypeAdapter(list[LineRejection])
 _SNAPSHOT_RECORD_TTL_SECS: Final = 90 * 86_400
 
 
@@ -360,15 +363,27 @@ class SnapshotStore:
                 rejected=int(item.get("rejected", {}).get("N", 0)),
             ),
             error=item["error"]["S"] if "error" in item else None,
+            errors=_REJECTIONS.validate_json(item["errors"]["S"]) if "errors" in item else [],
         )
 
     def mark_importing(self, snapshot_id: str) -> None:
         """The import function started on the uploaded file."""
         self._update(snapshot_id, "importing", {})
 
-    def mark_done(self, snapshot_id: str, *, received: int, imported: int, rejected: int) -> None:
-        """The import finished: how many lines it read, wrote and rejected."""
-        self._update(snapshot_id, "imported", {"received": received, "imported": imported, "rejected": rejected})
+    def mark_done(
+        self,
+        snapshot_id: str,
+        *,
+        received: int,
+        imported: int,
+        rejected: int,
+        errors: Sequence[LineRejection] = (),
+    ) -> None:
+        """The import finished: how many lines it read, wrote and rejected, and the first rejected lines."""
+        values: dict[str, int | str] = {"received": received, "imported": imported, "rejected": rejected}
+        if errors:  # a few kB at most (MAX_REPORTED_ERRORS small entries), far below DynamoDB's 400 KB item
+            values["errors"] = _REJECTIONS.dump_json(list(errors[:MAX_REPORTED_ERRORS]), exclude_none=True).decode()
+        self._update(snapshot_id, "imported", values)
 
     def mark_failed(self, snapshot_id: str, *, error: str) -> None:
         """The import gave up; ``error`` is a short reason without record values."""

@@ -23,6 +23,7 @@ __all__ = [
     "HealthCodeDelta",
     "HealthCodeDeltaBatch",
     "HealthCodeDeltaResponse",
+    "LineRejection",
     "PersonKey",
     "PurgeResponse",
     "SnapshotCounts",
@@ -93,6 +94,15 @@ class SnapshotCounts(WireModel):
     rejected: int = Field(default=0, ge=0)
 
 
+class LineRejection(WireModel):
+    """A rejected line of a snapshot: where and why, never its value."""
+
+    line: int = Field(ge=1, description="line number in the uploaded file, from 1 (blank lines count)")
+    code: ErrorCode
+    detail: str = Field(max_length=64, description="the validation error type, e.g. string_pattern_mismatch")
+    field: str | None = Field(default=None, max_length=64, description="the field at fault, when one is")
+
+
 class SnapshotInfo(WireModel):
     """Import status of a snapshot (``GET /v1/health-codes/snapshots/{id}``)."""
 
@@ -102,6 +112,11 @@ class SnapshotInfo(WireModel):
     updated_at: AwareDatetime
     counts: SnapshotCounts
     error: Label | None = None
+    errors: list[LineRejection] = Field(
+        default_factory=list,
+        max_length=MAX_REPORTED_ERRORS,
+        description="the first rejected lines of an imported snapshot, with their reasons (never their values)",
+    )
 
 
 class PurgeResponse(WireModel):
