@@ -84,7 +84,7 @@ def test_b_full_analysis(benchmark: Any, name: str, role: str) -> None:
     raw = image_bytes(name)
     result = benchmark(analyse_image, raw, role=role)
     assert result.analysis.faces and result.thumbnail_faces_blurred
-    benchmark.extra_info["images_per_s"] = round(1 / benchmark.stats.stats.mean, 1)
+    _rates(benchmark, 1, "images")
 
 
 # ---------------------------------------------------------------------------------------------------- (c)
@@ -127,7 +127,14 @@ def test_c_redact_batch(benchmark: Any, destination: str, validated: bool, froze
         return len([redactor.build(e, SITE, keys) for e in batch])
 
     assert benchmark(run) == 100
-    benchmark.extra_info["records_per_s"] = round(100 / benchmark.stats.stats.mean)
+    _rates(benchmark, 100, "records")
+
+
+def _rates(benchmark: Any, per_round: int, what: str) -> None:
+    """Per-second figures from the median round and the best one (the build machine is shared and noisy)."""
+    stats = benchmark.stats.stats
+    benchmark.extra_info[f"{what}_per_s_median"] = round(per_round / stats.median, 1)
+    benchmark.extra_info[f"{what}_per_s_best"] = round(per_round / stats.min, 1)
 
 
 @pytest.mark.benchmark(group="c: redaction of 100 events")
@@ -159,7 +166,7 @@ def test_c_powertools_datamasking_erase(benchmark: Any, frozen_heap: None) -> No
         return out
 
     assert benchmark(run) == 100
-    benchmark.extra_info["records_per_s"] = round(100 / benchmark.stats.stats.mean)
+    _rates(benchmark, 100, "records")
 
 
 def _has(event: dict[str, Any], path: str) -> bool:
