@@ -1,6 +1,6 @@
 """Test support for the ingest API: the AWS resources it expects, created in moto, and signed requests.
 
-The resource list here mirrors what the template issue must declare (see docs/api.md, "Resources").
+The resources come from template.yaml (``tests.template_stack``), so they are the ones a town deploys.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from anfang.contracts import KeyInfo, Signer, generate_private_key, new_event_id
 from anfang.contracts.examples import example_events
 from anfang.registry import DeviceRegistry, Site
+from tests.template_stack import deploy_test_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_DIR = ROOT / "functions" / "api"
 IMAGES = Path("/work/shared/fixtures/images")
 if not IMAGES.exists():  # CI lays shared/ beside the clone
     IMAGES = ROOT.parent / "shared" / "fixtures" / "images"
-TOWN = "330106"
 DEVICE_ID = "33010600001320000001"
 OTHER_DEVICE_ID = "33010600001320000002"
 REGION = "us-east-1"
@@ -38,87 +38,45 @@ def fixture_image(name: str = "face_crop.jpg") -> bytes:
     return (IMAGES / name).read_bytes()
 
 
+# What each ``Stack.names`` key is, by the API function's environment variable that carries it.
+NAME_VARIABLES = {
+    "devices": "DEVICES_TABLE_NAME",
+    "nonces": "NONCES_TABLE_NAME",
+    "seen": "SEEN_EVENTS_TABLE_NAME",
+    "health_codes": "HEALTH_CODES_TABLE_NAME",
+    "snapshots": "HEALTH_CODE_SNAPSHOTS_TABLE_NAME",
+    "raw_bucket": "RAW_IMAGE_BUCKET_NAME",
+    "kms_key": "RAW_IMAGE_KMS_KEY_ID",
+    "snapshot_bucket": "HEALTH_CODE_SNAPSHOT_BUCKET_NAME",
+    "pepper": "HEALTH_CODE_PEPPER_SECRET_ARN",
+    "analyse_queue": "ANALYSE_QUEUE_URL",
+    "process_queue": "PROCESS_QUEUE_URL",
+}
+# Set differently from the template, on purpose: tests register devices and keys after the app's cold start
+# and expect the very next request to see them, so the registry cache is off.
+TEST_ENVIRONMENT = {"REGISTRY_CACHE_TTL_SECS": "0"}
+
+
 @dataclass
 class Stack:
     """Names of the resources of one test stack, and the environment the API function gets."""
 
     prefix: str = "anfang-test"
     names: dict[str, str] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=dict)  # ApiFunction's, as the template resolves it
 
     def env(self) -> dict[str, str]:
-        return {
-            "TOWN_CODE": TOWN,
-            "DEVICES_TABLE_NAME": self.names["devices"],
-            "NONCES_TABLE_NAME": self.names["nonces"],
-            "SEEN_EVENTS_TABLE_NAME": self.names["seen"],
-            "HEALTH_CODES_TABLE_NAME": self.names["health_codes"],
-            "HEALTH_CODE_SNAPSHOTS_TABLE_NAME": self.names["snapshots"],
-            "RAW_IMAGE_BUCKET_NAME": self.names["raw_bucket"],
-            "RAW_IMAGE_KMS_KEY_ID": self.names["kms_key"],
-            "HEALTH_CODE_SNAPSHOT_BUCKET_NAME": self.names["snapshot_bucket"],
-            "HEALTH_CODE_PEPPER_SECRET_ARN": self.names["pepper"],
-            "ANALYSE_QUEUE_URL": self.names["analyse_queue"],
-            "PROCESS_QUEUE_URL": self.names["process_queue"],
-            "POWERTOOLS_METRICS_NAMESPACE": "anfang-test",
-            "POWERTOOLS_SERVICE_NAME": "anfang-api",
-            "REGISTRY_CACHE_TTL_SECS": "0",
-        }
-
-
-def _table(ddb: Any, name: str, key: str, ttl: str | None, gsi: dict[str, Any] | None = None) -> None:
-    attrs = [{"AttributeName": key, "AttributeType": "S"}]
-    kwargs: dict[str, Any] = {}
-    if gsi is not None:
-        attrs.append({"AttributeName": gsi["KeySchema"][0]["AttributeName"], "AttributeType": "S"})
-        kwargs["GlobalSecondaryIndexes"] = [gsi]
-    ddb.create_table(
-        TableName=name,
-        KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
-        AttributeDefinitions=attrs,
-        BillingMode="PAY_PER_REQUEST",
-        **kwargs,
-    )
-    if ttl is not None:
-        ddb.update_time_to_live(TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl})
+        return {**self.environment, **TEST_ENVIRONMENT}
 
 
 def create_stack(session: Any, prefix: str = "anfang-test") -> Stack:
-    """Create every resource the ingest API uses (in moto) and return their names."""
-    ddb = session.client("dynamodb", region_name=REGION)
-    sqs = session.client("sqs", region_name=REGION)
-    s3 = session.client("s3", region_name=REGION)
-    kms = session.client("kms", region_name=REGION)
-    secretsmanager = session.client("secretsmanager", region_name=REGION)
-    stack = Stack(prefix)
-    n = stack.names
-    n["devices"], n["nonces"], n["seen"] = f"{prefix}-devices", f"{prefix}-nonces", f"{prefix}-seen-events"
-    n["health_codes"], n["snapshots"] = f"{prefix}-health-codes", f"{prefix}-health-code-snapshots"
-    _table(
-        ddb,
-        n["devices"],
-        "pk",
-        None,
-        gsi={
-            "IndexName": "by_device",
-            "KeySchema": [
-                {"AttributeName": "device_id", "KeyType": "HASH"},
-                {"AttributeName": "pk", "KeyType": "RANGE"},
-            ],
-            "Projection": {"ProjectionType": "ALL"},
-        },
-    )
-    _table(ddb, n["nonces"], "pk", "expires_at")
-    _table(ddb, n["seen"], "event_id", "expires_at")
-    _table(ddb, n["health_codes"], "person_key", "expires_at")
-    _table(ddb, n["snapshots"], "snapshot_id", "expires_at")
-    n["kms_key"] = kms.create_key(Description="raw images")["KeyMetadata"]["KeyId"]
-    n["raw_bucket"], n["snapshot_bucket"] = f"{prefix}-raw-images", f"{prefix}-health-code-snapshots"
-    for bucket in (n["raw_bucket"], n["snapshot_bucket"]):
-        s3.create_bucket(Bucket=bucket)
-    for queue in ("analyse", "process"):
-        n[f"{queue}_queue"] = sqs.create_queue(QueueName=f"{prefix}-{queue}")["QueueUrl"]
-    n["pepper"] = secretsmanager.create_secret(Name=f"{prefix}-health-code-pepper", SecretString=PEPPER)["ARN"]
-    return stack
+    """Deploy template.yaml (in moto) as stack ``prefix`` and return what the ingest API is configured with."""
+    deployed = deploy_test_stack(session, prefix)
+    environment = deployed.functions["ApiFunction"].environment
+    names = {key: environment[variable] for key, variable in NAME_VARIABLES.items()}
+    # The template generates a random pepper; the tests compute expected person keys from a known one.
+    session.client("secretsmanager").put_secret_value(SecretId=names["pepper"], SecretString=PEPPER)
+    return Stack(prefix, names, dict(environment))
 
 
 def load_app(name: str = "anfang_api_app") -> ModuleType:

@@ -1,4 +1,4 @@
-"""A moto-backed slice of the town stack for the pipeline tests: queues with DLQs, topics, table, key, buckets.
+"""The town stack in moto for the pipeline tests, deployed from template.yaml (``tests.template_stack``).
 
 Also the Lambda-shaped SQS driver: receive real messages, hand them to a handler as an SQS event, delete the
 ones it did not report in ``batchItemFailures`` (the others come back after their visibility timeout and
@@ -24,10 +24,10 @@ import boto3
 
 from anfang.contracts import SiteView
 from anfang.enrich import HealthCodeRecord
+from tests.template_stack import deploy_test_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 REGION = "cn-north-1"
-TOWN = "330106"
 PEPPER = b"town-pepper-for-tests-0123456789"
 
 
@@ -71,6 +71,11 @@ def person_key(id_number: str) -> str:
     return hmac.new(PEPPER, id_number.upper().encode(), hashlib.sha256).hexdigest()
 
 
+# The functions whose environment ``Stack.env`` merges; the process function's wins where names are shared
+# (only POWERTOOLS_SERVICE_NAME differs: every shared resource name is the same in each).
+PIPELINE_FUNCTIONS = ("AnalyseFunction", "HealthcodeImportFunction", "ProcessFunction")
+
+
 @dataclass
 class Stack:
     session: Any
@@ -78,9 +83,11 @@ class Stack:
     process_queue: str
     process_dlq: str
     analyse_queue: str
+    analyse_dlq: str
     gov_queue: str
     police_queue: str
     police_key: str
+    functions: dict[str, dict[str, str]] = field(default_factory=dict)  # each function's own environment
     calls: Counter[str] = field(default_factory=Counter)
 
     def client(self, service: str) -> Any:
@@ -88,82 +95,40 @@ class Stack:
 
 
 def create_stack(*, max_receive_count: int = 3) -> Stack:
-    """Create the resources in the active moto mock and return their names (as the template would output)."""
+    """Deploy template.yaml into the active moto mock and return the pipeline functions' configuration."""
     session = boto3.session.Session(region_name=REGION)
-    sqs, sns, ddb, kms, s3, sm = (session.client(s) for s in ("sqs", "sns", "dynamodb", "kms", "s3", "secretsmanager"))
-
-    def queue(name: str, dlq_arn: str | None = None) -> str:
-        attributes = {"VisibilityTimeout": "0"}
-        if dlq_arn:
-            attributes["RedrivePolicy"] = json.dumps(
-                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count}
-            )
-        return str(sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"])
-
-    def arn(url: str) -> str:
-        return str(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"])
-
-    process_dlq = queue("process-dlq")
-    process_queue = queue("process", arn(process_dlq))
-    analyse_queue = queue("analyse", arn(queue("analyse-dlq")))
-    topics, consumer_queues = {}, {}
-    for destination in ("gov_cloud", "police_video"):
-        topic = sns.create_topic(Name=f"anfang-{TOWN}-{destination}")["TopicArn"]
-        url = queue(f"{destination}-consumer")
-        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn(url), Attributes={"RawMessageDelivery": "true"})
-        topics[destination], consumer_queues[destination] = topic, url
-    ddb.create_table(
-        TableName="delivered",
-        KeySchema=[
-            {"AttributeName": "device_id", "KeyType": "HASH"},
-            {"AttributeName": "event_id", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": "device_id", "AttributeType": "S"},
-            {"AttributeName": "event_id", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    for name, key in (("devices", "pk"), ("health-codes", "person_key")):
-        ddb.create_table(
-            TableName=name,
-            KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
+    # VisibilityTimeout 0 on every queue that has one in the template (the template's are 6x a Lambda timeout):
+    # the tests drive the functions like the event source mapping and see a failed message again at once.
+    deployed = deploy_test_stack(session, "anfang-test", visibility_timeout_max_secs=0)
+    functions = {name: dict(deployed.functions[name].environment) for name in PIPELINE_FUNCTIONS}
+    env = {k: v for name in PIPELINE_FUNCTIONS for k, v in functions[name].items()}
+    clashes = {k for f in functions.values() for k, v in f.items() if v != env[k]} - {"POWERTOOLS_SERVICE_NAME"}
+    assert not clashes, f"the pipeline functions' environments disagree on {sorted(clashes)}: env cannot merge them"
+    outputs = deployed.outputs
+    sqs, sm = session.client("sqs"), session.client("secretsmanager")
+    # The template retries a message 5 times before its DLQ; the poison tests drive max_receive_count rounds
+    # (3 by default) to reach it. The dead-letter target stays the template's.
+    for queue in ("ProcessQueue", "AnalyseQueue"):
+        url = outputs[f"{queue}Url"]
+        policy = json.loads(
+            sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])["Attributes"]["RedrivePolicy"]
         )
-    pepper = sm.create_secret(Name="health-code-pepper", SecretString=PEPPER.decode())["ARN"]
-    police_key = kms.create_key(Description="police_video")["KeyMetadata"]["Arn"]
-    for bucket in ("anfang-raw", "anfang-images"):
-        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-    secret = sm.create_secret(
-        Name="pseudonym-secrets",
-        SecretString=json.dumps({"master": "local-pseudonym-master-0123456789abcdef"}),
-    )["ARN"]
-    env = {
-        "TOWN_CODE": TOWN,
-        "DELIVERED_EVENTS_TABLE_NAME": "delivered",
-        "GOV_CLOUD_TOPIC_ARN": topics["gov_cloud"],
-        "POLICE_VIDEO_TOPIC_ARN": topics["police_video"],
-        "POLICE_FIELD_KEY_ARN": police_key,
-        "PSEUDONYM_SECRET_ARN": secret,
-        "RAW_IMAGE_BUCKET_NAME": "anfang-raw",
-        "IMAGE_BUCKET_NAME": "anfang-images",
-        "PROCESS_QUEUE_URL": process_queue,
-        "DEVICES_TABLE_NAME": "devices",
-        "HEALTH_CODES_TABLE_NAME": "health-codes",
-        "HEALTH_CODE_PEPPER_SECRET_ARN": pepper,
-    }
-    stack = Stack(
+        policy["maxReceiveCount"] = max_receive_count
+        sqs.set_queue_attributes(QueueUrl=url, Attributes={"RedrivePolicy": json.dumps(policy)})
+    # The template generates a random pepper; the tests compute expected person keys from a known one.
+    sm.put_secret_value(SecretId=env["HEALTH_CODE_PEPPER_SECRET_ARN"], SecretString=PEPPER.decode())
+    return Stack(
         session=session,
         env=env,
-        process_queue=process_queue,
-        process_dlq=process_dlq,
-        analyse_queue=analyse_queue,
-        gov_queue=consumer_queues["gov_cloud"],
-        police_queue=consumer_queues["police_video"],
-        police_key=police_key,
+        process_queue=outputs["ProcessQueueUrl"],
+        process_dlq=outputs["ProcessDeadLetterQueueUrl"],
+        analyse_queue=outputs["AnalyseQueueUrl"],
+        analyse_dlq=outputs["AnalyseDeadLetterQueueUrl"],
+        gov_queue=outputs["GovCloudQueueUrl"],
+        police_queue=outputs["PoliceVideoQueueUrl"],
+        police_key=env["POLICE_FIELD_KEY_ARN"],
+        functions=functions,
     )
-    return stack
 
 
 def count_calls(session: Any, calls: Counter[str]) -> None:

@@ -211,7 +211,9 @@ def test_d_process_batch_on_moto_with_calls_counted(benchmark: Any, monkeypatch:
                 kms=session.client("kms"),
                 kms_key_ids={"police_video": stack.police_key},
                 sns=session.client("sns"),
-                delivered=DeliveredEvents(session.client("dynamodb"), "delivered", ttl_secs=86400),
+                delivered=DeliveredEvents(
+                    session.client("dynamodb"), stack.env["DELIVERED_EVENTS_TABLE_NAME"], ttl_secs=86400
+                ),
                 enricher=Enricher(
                     MemorySites({DEVICE_ID: SiteView(site_type="rural")}),
                     MemoryHealthCodes(),

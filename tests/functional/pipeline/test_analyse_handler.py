@@ -33,7 +33,7 @@ def _queue_event(stack: Stack, event_type: str, images: dict[str, bytes], *, dec
     stored = []
     for role, raw in images.items():
         key = f"raw/{model.event_id}/{role}"
-        s3.put_object(Bucket="anfang-raw", Key=key, Body=raw)
+        s3.put_object(Bucket=stack.env["RAW_IMAGE_BUCKET_NAME"], Key=key, Body=raw)
         stored.append(
             StoredImage(
                 role=role,  # type: ignore[arg-type]
@@ -93,7 +93,7 @@ def test_a_batch_with_corrupt_and_hostile_images_goes_on_whole(stack: Stack, mon
     # the derived images are real JPEGs of at most 320 px
     s3 = stack.client("s3")
     key = scene_image.derived["thumbnail_faces_blurred"]
-    body = s3.get_object(Bucket="anfang-images", Key=key)["Body"].read()
+    body = s3.get_object(Bucket=stack.env["IMAGE_BUCKET_NAME"], Key=key)["Body"].read()
     assert hashlib.sha256(body).hexdigest() in key
     thumb = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
     assert thumb.shape[:2] == (180, 320)
@@ -106,11 +106,10 @@ def test_a_missing_raw_image_is_retried_then_dead_lettered(stack: Stack, monkeyp
     handler.clients.cache_clear()
     good = _queue_event(stack, "alarm", {"scene": image_bytes("scene_noface_1280x720.jpg")})
     lost = _queue_event(stack, "alarm", {"scene": image_bytes("face_crop.jpg")})
-    stack.client("s3").delete_object(Bucket="anfang-raw", Key=f"raw/{lost}/scene")
+    stack.client("s3").delete_object(Bucket=stack.env["RAW_IMAGE_BUCKET_NAME"], Key=f"raw/{lost}/scene")
     sqs = stack.client("sqs")
 
     drive(sqs, stack.analyse_queue, lambda event: handler.lambda_handler(event, None))
 
     assert [json.loads(m["Body"])["event_id"] for m in drain(sqs, stack.process_queue)] == [good]
-    dlq = sqs.get_queue_url(QueueName="analyse-dlq")["QueueUrl"]
-    assert [json.loads(m["Body"])["event_id"] for m in drain(sqs, dlq)] == [lost]
+    assert [json.loads(m["Body"])["event_id"] for m in drain(sqs, stack.analyse_dlq)] == [lost]

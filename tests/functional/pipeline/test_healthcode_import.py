@@ -40,9 +40,6 @@ from tests.pipeline_stack import PEPPER, Stack, count_calls, drain, drive, load_
 import_handler = load_handler("healthcode_import")
 process_handler = load_handler("process")
 
-BUCKET = "anfang-330106-snapshots"
-SNAPSHOTS_TABLE = "health-code-snapshots"
-
 
 @dataclass
 class HealthCodes:
@@ -52,51 +49,56 @@ class HealthCodes:
     snapshots: SnapshotStore
 
     def settings(self, **env: str) -> Any:
-        return import_handler.Settings.model_validate({**self.stack.env, **self.env(), **env})
+        return import_handler.Settings.model_validate({**self.stack.env, **env})
 
-    @staticmethod
-    def env() -> dict[str, str]:
-        return {"HEALTH_CODE_SNAPSHOTS_TABLE_NAME": SNAPSHOTS_TABLE, "HEALTH_CODE_SNAPSHOT_BUCKET_NAME": BUCKET}
+    @property
+    def bucket(self) -> str:
+        return self.stack.env["HEALTH_CODE_SNAPSHOT_BUCKET_NAME"]
 
     def upload(self, body: bytes, *, store: SnapshotStore | None = None) -> str:
         """A snapshot created through the store (as the API does) and its file PUT to S3."""
         created = (store or self.snapshots).create(key_id="commission-key")
-        self.stack.client("s3").put_object(Bucket=BUCKET, Key=SnapshotStore.object_key(created.snapshot_id), Body=body)
+        self.stack.client("s3").put_object(
+            Bucket=self.bucket, Key=SnapshotStore.object_key(created.snapshot_id), Body=body
+        )
         return created.snapshot_id
 
     def run(self, snapshot_id: str, importer: SnapshotImporter | None = None) -> dict[str, Any]:
         """Deliver the S3 ObjectCreated event of a snapshot's file to the function."""
-        return dict(import_handler.handle(s3_event(SnapshotStore.object_key(snapshot_id)), importer or self.importer))
+        event = s3_event(self.bucket, SnapshotStore.object_key(snapshot_id))
+        return dict(import_handler.handle(event, importer or self.importer))
 
     def current(self) -> CurrentHealthCodes:
         return CurrentHealthCodes(self.table, pointer_cache_secs=0)
 
 
+def snapshot_store(stack: Stack, **kwargs: Any) -> SnapshotStore:
+    """The snapshot records and bucket of the stack, as the API's snapshot endpoints use them."""
+    return SnapshotStore(
+        stack.client("dynamodb"),
+        stack.client("s3"),
+        table_name=stack.env["HEALTH_CODE_SNAPSHOTS_TABLE_NAME"],
+        bucket_name=stack.env["HEALTH_CODE_SNAPSHOT_BUCKET_NAME"],
+        **kwargs,
+    )
+
+
 @pytest.fixture
 def hc(stack: Stack) -> HealthCodes:
-    ddb = stack.client("dynamodb")
-    ddb.create_table(
-        TableName=SNAPSHOTS_TABLE,
-        KeySchema=[{"AttributeName": "snapshot_id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "snapshot_id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    stack.client("s3").create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "cn-north-1"})
-    settings = import_handler.Settings.model_validate({**stack.env, **HealthCodes.env()})
+    settings = import_handler.Settings.model_validate(stack.env)
     importer = import_handler.build_importer(settings, session=stack.session)
-    table = HealthCodeTable(ddb, stack.env["HEALTH_CODES_TABLE_NAME"])
-    snapshots = SnapshotStore(ddb, stack.client("s3"), table_name=SNAPSHOTS_TABLE, bucket_name=BUCKET)
-    return HealthCodes(stack, importer, table, snapshots)
+    table = HealthCodeTable(stack.client("dynamodb"), stack.env["HEALTH_CODES_TABLE_NAME"])
+    return HealthCodes(stack, importer, table, snapshot_store(stack))
 
 
-def s3_event(key: str) -> dict[str, Any]:
+def s3_event(bucket: str, key: str) -> dict[str, Any]:
     """An S3 ObjectCreated notification; S3 URL-encodes the key (``+`` for a space)."""
     return {
         "Records": [
             {
                 "eventSource": "aws:s3",
                 "eventName": "ObjectCreated:Put",
-                "s3": {"bucket": {"name": BUCKET}, "object": {"key": quote_plus(key), "size": 0}},
+                "s3": {"bucket": {"name": bucket}, "object": {"key": quote_plus(key), "size": 0}},
             }
         ]
     }
@@ -281,13 +283,15 @@ def test_an_s3_redelivery_does_not_count_twice(hc: HealthCodes) -> None:
 
 def test_other_objects_and_unknown_snapshots_are_ignored(hc: HealthCodes) -> None:
     s3 = hc.stack.client("s3")
-    s3.put_object(Bucket=BUCKET, Key="snapshots/readme 1.txt", Body=b"hello")
-    s3.put_object(Bucket=BUCKET, Key=SnapshotStore.object_key("0" * 32), Body=ndjson([(resident_id(1), "red", at(1))]))
+    s3.put_object(Bucket=hc.bucket, Key="snapshots/readme 1.txt", Body=b"hello")
+    s3.put_object(
+        Bucket=hc.bucket, Key=SnapshotStore.object_key("0" * 32), Body=ndjson([(resident_id(1), "red", at(1))])
+    )
     out = import_handler.handle(
         {
             "Records": [
-                *s3_event("snapshots/readme 1.txt")["Records"],
-                *s3_event("snapshots/" + "0" * 32 + ".ndjson")["Records"],
+                *s3_event(hc.bucket, "snapshots/readme 1.txt")["Records"],
+                *s3_event(hc.bucket, "snapshots/" + "0" * 32 + ".ndjson")["Records"],
             ]
         },
         hc.importer,
@@ -371,13 +375,7 @@ def test_the_snapshot_is_authoritative_over_older_records_and_newer_deltas_count
     codes = hc.current().batch_get([pk(p), pk(q)])
     assert {k: c.status for k, c in codes.items()} == {pk(p): "yellow", pk(q): "red"}
     # ... while a snapshot created before the current one, imported late, cannot roll it back
-    old_store = SnapshotStore(
-        hc.stack.client("dynamodb"),
-        hc.stack.client("s3"),
-        table_name=SNAPSHOTS_TABLE,
-        bucket_name=BUCKET,
-        now=lambda: dt.datetime.now(dt.UTC) - dt.timedelta(days=1),
-    )
+    old_store = snapshot_store(hc.stack, now=lambda: dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
     late = hc.upload(ndjson([(p, "green", at(30))]), store=old_store)
     out = hc.run(late)["snapshots"][0]
     assert out["outcome"] == "failed" and out["error"].startswith("snapshot_superseded")
@@ -445,18 +443,12 @@ def _access(id_number: str) -> dict[str, Any]:
 
 def test_the_process_function_enriches_by_the_authority_rule_and_purge_removes_every_code(hc: HealthCodes) -> None:
     stack = hc.stack
-    DeviceRegistry(stack.client("dynamodb"), "devices", town_code="330106").register_device(
+    DeviceRegistry(stack.client("dynamodb"), stack.env["DEVICES_TABLE_NAME"], town_code="330106").register_device(
         DEVICE_ID, Site(site_id="xihu-garden", site_type="residential_closed", name="Xihu Garden")
     )
     p, q, r, s = (resident_id(n) for n in (11, 12, 13, 14))
     # GIVEN a snapshot created 2 days ago (P green, set 10 days ago), imported and authoritative ...
-    two_days_ago = SnapshotStore(
-        stack.client("dynamodb"),
-        stack.client("s3"),
-        table_name=SNAPSHOTS_TABLE,
-        bucket_name=BUCKET,
-        now=lambda: dt.datetime.now(dt.UTC) - dt.timedelta(days=2),
-    )
+    two_days_ago = snapshot_store(stack, now=lambda: dt.datetime.now(dt.UTC) - dt.timedelta(days=2))
     assert hc.run(hc.upload(ndjson([(p, "green", at(240))]), store=two_days_ago))["snapshots"][0]["imported"] == 1
     # ... a delta after it (Q red, 1 hour ago), one older than it (R yellow, 3 days ago), S unknown
     now = dt.datetime.now(dt.UTC)
@@ -497,7 +489,7 @@ def test_the_process_function_enriches_by_the_authority_rule_and_purge_removes_e
 
 def test_enrichment_with_the_real_adapters_stays_within_the_call_budget(hc: HealthCodes) -> None:
     stack = hc.stack
-    DeviceRegistry(stack.client("dynamodb"), "devices", town_code="330106").register_device(
+    DeviceRegistry(stack.client("dynamodb"), stack.env["DEVICES_TABLE_NAME"], town_code="330106").register_device(
         DEVICE_ID, Site(site_id="xihu-garden", site_type="residential_closed", name="Xihu Garden")
     )
     hc.run(hc.upload(ndjson([(resident_id(n), "green", at(1)) for n in range(50)])))
@@ -546,11 +538,11 @@ def test_the_lambda_entry_point_validates_its_environment_at_cold_start(
     import_handler.importer.cache_clear()
     monkeypatch.delenv("HEALTH_CODE_SNAPSHOTS_TABLE_NAME", raising=False)
     with pytest.raises(ValidationError, match="HEALTH_CODE_SNAPSHOTS_TABLE_NAME"):
-        import_handler.lambda_handler(s3_event(SnapshotStore.object_key(snapshot_id)), LambdaContext())
-    for name, value in {**hc.stack.env, **hc.env()}.items():
+        import_handler.lambda_handler(s3_event(hc.bucket, SnapshotStore.object_key(snapshot_id)), LambdaContext())
+    for name, value in hc.stack.env.items():
         monkeypatch.setenv(name, value)
     import_handler.importer.cache_clear()
-    out = import_handler.lambda_handler(s3_event(SnapshotStore.object_key(snapshot_id)), LambdaContext())
+    out = import_handler.lambda_handler(s3_event(hc.bucket, SnapshotStore.object_key(snapshot_id)), LambdaContext())
     import_handler.importer.cache_clear()
     assert out["snapshots"][0]["outcome"] == "imported"
 

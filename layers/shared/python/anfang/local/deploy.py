@@ -15,10 +15,12 @@ The template is transformed (SAM → CloudFormation) and split three ways:
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 from anfang.template import load_template, transform_template
@@ -125,19 +127,31 @@ def _output_key(function: str, variable: str) -> str:
     return "LocalEnv" + function + "".join(part.capitalize() for part in variable.lower().split("_"))
 
 
+@functools.lru_cache(maxsize=16)
+def _transformed(path: Path, mtime_ns: int, parameters: tuple[tuple[str, str], ...], region: str) -> tuple[str, str]:
+    """The template and its transform as JSON text: the transform is the slow part of a deploy, and the test
+    suite deploys the same template many times (each caller gets fresh objects from ``json.loads``)."""
+    source = load_template(path)
+    return json.dumps(source), json.dumps(transform_template(source, dict(parameters), region))
+
+
 def deploy_stack(
     session: Any,
-    endpoint_url: str,
+    endpoint_url: str | None,
     template_path: Any,
     stack_name: str,
     parameters: dict[str, str],
     *,
     visibility_timeout_max_secs: int = 30,
 ) -> DeployedStack:
-    """Deploy the template into the moto server at ``endpoint_url``; see the module docstring."""
+    """Deploy the template into the moto server at ``endpoint_url``; see the module docstring.
+
+    ``endpoint_url`` None: boto3's own resolution (``AWS_ENDPOINT_URL``, or moto's in-process ``mock_aws``).
+    """
     region = session.region_name
-    source = load_template(template_path)
-    cfn_template = transform_template(source, parameters, region)
+    path = Path(template_path).resolve()
+    source_json, cfn_json = _transformed(path, path.stat().st_mtime_ns, tuple(sorted(parameters.items())), region)
+    source, cfn_template = json.loads(source_json), json.loads(cfn_json)
     resources: dict[str, Any] = cfn_template["Resources"]
 
     client = {name: session.client(name, endpoint_url=endpoint_url) for name in ("cloudformation", "secretsmanager")}
