@@ -70,7 +70,8 @@ class RedactError(Exception):
 
 @dataclass(frozen=True)
 class Enrichment:
-    """What the enrich stage adds to an event (the enricher shares one per device among person-less events)."""
+    """What the enrich stage adds to an event (the enricher shares one per device among the events without a
+    health code)."""
 
     site: SiteView
     health_code: HealthCodeView | None = None
@@ -399,6 +400,12 @@ class _Plan:
     images: Mapping[str, ImageAction]  # roles with an action other than none
 
 
+#: The fields of :class:`ImageAnalysis` a record leaves out when they are None (``quality`` and ``faces`` are
+#: always there).
+_ANALYSIS_OPTIONAL: Final = ("sharpness", "brightness", "contrast", "phash", "error")
+assert set(ImageAnalysis.model_fields) == {"quality", "faces", *_ANALYSIS_OPTIONAL}, "a field _analysis_json misses"
+
+
 def _analysis_json(analysis: ImageAnalysis) -> dict[str, Any]:
     """``analysis.model_dump(mode="json", exclude_none=True)`` without the serializer's per-call overhead.
 
@@ -412,20 +419,6 @@ def _analysis_json(analysis: ImageAnalysis) -> dict[str, Any]:
     faces = out["faces"]
     out["faces"] = [box.__dict__.copy() for box in faces] if faces else []
     return out
-
-
-_ANALYSIS_OPTIONAL: Final = ("sharpness", "brightness", "contrast", "phash", "error")
-
-
-assert set(ImageAnalysis.model_fields) == {
-    "quality",
-    "sharpness",
-    "brightness",
-    "contrast",
-    "faces",
-    "phash",
-    "error",
-}, "_analysis_json knows every field of ImageAnalysis"
 
 
 _thumbnail_size: Final = functools.lru_cache(maxsize=256)(thumbnail_size)  # a fleet has a few image sizes

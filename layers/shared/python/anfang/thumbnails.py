@@ -6,15 +6,13 @@ the process function needs no OpenCV to describe a thumbnail.
 
 from __future__ import annotations
 
-import re
 from typing import Final, Literal
 
-__all__ = ["THUMBNAIL_MAX_SIDE_PIXELS", "DerivedKind", "derived_key", "derived_sha256", "thumbnail_size"]
+__all__ = ["THUMBNAIL_MAX_SIDE_PIXELS", "DerivedKind", "derived_key", "thumbnail_size"]
 
 #: Longest side of a thumbnail.
 THUMBNAIL_MAX_SIDE_PIXELS: Final = 320
 DerivedKind = Literal["thumbnail", "thumbnail_faces_blurred"]
-_KEY_RE: Final = re.compile(r"^derived/(thumbnail|thumbnail_faces_blurred)/([0-9a-f]{64})\.jpg$")
 
 
 def thumbnail_size(width: int, height: int, side: int = THUMBNAIL_MAX_SIDE_PIXELS) -> tuple[int, int]:
@@ -26,13 +24,6 @@ def thumbnail_size(width: int, height: int, side: int = THUMBNAIL_MAX_SIDE_PIXEL
 
 
 def derived_key(kind: DerivedKind, sha256: str) -> str:
-    """Key of a derived image in the image bucket, addressed by the SHA-256 of its bytes."""
+    """Key of a derived image in the image bucket, addressed by the SHA-256 of its bytes (the queued message
+    checks its shape: ``anfang.contracts.records.DerivedKey``)."""
     return f"derived/{kind}/{sha256}.jpg"
-
-
-def derived_sha256(key: str) -> str:
-    """The SHA-256 a derived key is addressed by; raises ``ValueError`` for another key."""
-    match = _KEY_RE.fullmatch(key)
-    if match is None:
-        raise ValueError(f"not a derived image key: {key!r}")
-    return match.group(2)
