@@ -47,7 +47,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	mkdir -p bench
-	$(BIN)/pytest -q tests/bench --benchmark-only --benchmark-json=bench/results.json
+	$(BIN)/pytest -q tests/bench --benchmark-only --benchmark-min-rounds=25 --benchmark-json=bench/results.json
 	$(BIN)/python -m tests.bench.report bench/results.json
 
 schemas: $(STAMP)
