@@ -103,6 +103,21 @@ class Planted:
         )
 
 
+def sample_planted(*, id_number: str = "330106198001010013", canary: str = "canary") -> Planted:
+    """One fixed person and free text, for tests that need a planted event but not a hypothesis draw."""
+    return Planted(
+        name="王伟",
+        id_number=id_number,
+        phone="13912345678",
+        plate="浙A12345",
+        other_name="李娜",
+        other_id="11010519491231002X",
+        other_phone="13800001111",
+        other_plate="京B54321",
+        canary=canary,
+    )
+
+
 planted = st.builds(
     Planted,
     name=names,

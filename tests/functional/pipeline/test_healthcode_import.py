@@ -34,7 +34,7 @@ from anfang.healthcodes import (
 from anfang.healthcodes import person_key as keyed
 from anfang.process import Incoming, Processor
 from anfang.registry import DeviceRegistry, Site
-from tests.pipeline_events import DEVICE_ID, Planted, example_queued, planted_event, queued
+from tests.pipeline_events import DEVICE_ID, example_queued, planted_event, queued, sample_planted
 from tests.pipeline_stack import PEPPER, Stack, count_calls, drain, drive, load_handler
 
 import_handler = load_handler("healthcode_import")
@@ -427,18 +427,7 @@ def _id_of(event: dict[str, Any]) -> str:
 
 def _access(id_number: str) -> dict[str, Any]:
     """An access event of an identified person with that ID number."""
-    planted = Planted(
-        name="王伟",
-        id_number=id_number,
-        phone="13912345678",
-        plate="浙A12345",
-        other_name="李娜",
-        other_id="11010519491231002X",
-        other_phone="13800001111",
-        other_plate="京B54321",
-        canary="canary-healthcode",
-    )
-    return planted_event("access", planted)
+    return planted_event("access", sample_planted(id_number=id_number, canary="canary-healthcode"))
 
 
 def test_the_process_function_enriches_by_the_authority_rule_and_purge_removes_every_code(hc: HealthCodes) -> None:

@@ -159,19 +159,9 @@ def test_health_codes_are_added_with_a_stale_flag_and_not_when_switched_off(stac
 
 
 def _planted() -> Any:
-    from tests.pipeline_events import Planted
+    from tests.pipeline_events import sample_planted
 
-    return Planted(
-        name="王伟",
-        id_number="330106198001010013",
-        phone="13912345678",
-        plate="浙A12345",
-        other_name="李娜",
-        other_id="11010519491231002X",
-        other_phone="13800001111",
-        other_plate="京B54321",
-        canary=f"canary-{new_event_id()[-12:]}",
-    )
+    return sample_planted(canary=f"canary-{new_event_id()[-12:]}")
 
 
 def test_aws_calls_per_event_stay_within_budget(stack: Stack) -> None:
