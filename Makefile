@@ -51,7 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.bench.report bench/results.json
 
 schemas: $(STAMP)
-	$(BIN)/python -m anfang.schemas schemas
+	$(BIN)/python -m anfang_ops.schemas schemas
 
 # One town's stack: samconfig.toml holds a complete block per town (see infra/towns/). Needs the SAM CLI
 # (pip install aws-sam-cli) and credentials for the town's account.

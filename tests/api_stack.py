@@ -18,9 +18,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from anfang.aws.registry import DeviceRegistry, Site
 from anfang.contracts import KeyInfo, Signer, generate_private_key, new_event_id
 from anfang.contracts.examples import example_events
-from anfang.registry import DeviceRegistry, Site
 from tests.template_stack import deploy_test_stack
 
 ROOT = Path(__file__).resolve().parents[1]

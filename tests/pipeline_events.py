@@ -20,7 +20,7 @@ from anfang.contracts import (
 )
 from anfang.contracts.examples import example_events
 from anfang.contracts.identifiers import PROVINCES
-from anfang.thumbnails import derived_key
+from anfang.pipeline.thumbnails import derived_key
 
 TOWN = "330106"
 DEVICE_ID = "33010600001320000001"

@@ -23,7 +23,7 @@ from typing import Any
 import boto3
 
 from anfang.contracts import SiteView
-from anfang.enrich import HealthCodeRecord
+from anfang.health_codes.table import HealthCodeRecord
 from tests.template_stack import deploy_test_stack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def load_handler(name: str) -> ModuleType:
 
 
 class MemorySites:
-    """In-memory device registry view (the real adapter is the ingest API's ``anfang.registry``)."""
+    """In-memory device registry view (the real adapter is the ingest API's ``anfang.aws.registry``)."""
 
     def __init__(self, sites: Mapping[str, SiteView]) -> None:
         self.sites = dict(sites)
@@ -55,7 +55,7 @@ class MemorySites:
 
 
 class MemoryHealthCodes:
-    """In-memory health-code table by person key (the real adapter is ``anfang.healthcodes``)."""
+    """In-memory health-code table by person key (the real adapter is ``anfang.health_codes.table``)."""
 
     def __init__(self, codes: Mapping[str, HealthCodeRecord] | None = None) -> None:
         self.codes = dict(codes or {})

@@ -2,7 +2,7 @@
 
 Tests build their stack from the template rather than by hand, so a table key, a queue's dead-letter queue,
 a subscription or a function's environment variable cannot differ between what the tests exercise and what
-a town deploys. The town's parameters are rendered by ``anfang.towns`` as for ``infra/towns/*.toml``.
+a town deploys. The town's parameters are rendered by ``anfang_ops.towns`` as for ``infra/towns/*.toml``.
 
 Works inside moto's in-process ``mock_aws()`` and against a moto server (``AWS_ENDPOINT_URL``): the clients
 are made without an endpoint, so boto3 resolves it.
@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Final
 
-from anfang.local import DeployedStack, deploy_stack
-from anfang.towns import TownConfig, TownSection
+from anfang_ops.local import DeployedStack, deploy_stack
+from anfang_ops.towns import TownConfig, TownSection
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 TEMPLATE: Final = ROOT / "template.yaml"

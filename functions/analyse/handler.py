@@ -1,6 +1,6 @@
 """Analyse function: analyse queue → image analysis → derived images in the image bucket → process queue.
 
-Thin wiring; the logic is ``anfang.analyse``. Partial batch failures: a record whose images cannot be read
+Thin wiring; the logic is ``anfang.pipeline.analyse``. Partial batch failures: a record whose images cannot be read
 or whose message cannot be sent is reported in ``batchItemFailures`` and retried by SQS; a corrupt image is
 not a failure (its analysis says ``error`` and the event goes on).
 """
@@ -18,9 +18,9 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pydantic import BaseModel, ConfigDict, Field
 
-from anfang.analyse import Thresholds, analyse_event
+from anfang.aws.queues import EventQueue
 from anfang.contracts import QueuedEvent
-from anfang.queues import EventQueue
+from anfang.pipeline.analyse import Thresholds, analyse_event
 
 logger = Logger(service="analyse")
 metrics = Metrics(namespace="anfang", service="analyse")

@@ -16,10 +16,10 @@ from aws_lambda_powertools import Logger
 from chalice import Chalice, Response
 from chalice.app import Request
 
+from anfang.api.http import HttpResponse, json_response, problem_response
+from anfang.api.settings import ApiSettings
+from anfang.api.wiring import build_api
 from anfang.contracts.problems import ErrorCode
-from anfang.http import HttpResponse, json_response, problem_response
-from anfang.settings import ApiSettings
-from anfang.wiring import build_api
 
 settings = ApiSettings.from_env(os.environ)
 services = build_api(settings)

@@ -1,6 +1,6 @@
 """Health-code import function: S3 ObjectCreated on ``snapshots/`` → the health-code table.
 
-Thin wiring; the logic is ``anfang.healthcode_import``. Logs carry counts, line numbers and codes, never
+Thin wiring; the logic is ``anfang.health_codes.importer``. Logs carry counts, line numbers and codes, never
 a record (``POWERTOOLS_LOGGER_LOG_EVENT`` is off, and nothing here logs the event).
 """
 
@@ -17,8 +17,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict, Field
 
 from anfang.contracts.types import TownCode
-from anfang.healthcode_import import DEFAULT_MAX_SNAPSHOT_BYTES, SnapshotImporter, s3_objects
-from anfang.healthcodes import HealthCodeTable, SnapshotStore, load_pepper
+from anfang.health_codes.importer import DEFAULT_MAX_SNAPSHOT_BYTES, SnapshotImporter, s3_objects
+from anfang.health_codes.keys import load_pepper
+from anfang.health_codes.snapshots import SnapshotStore
+from anfang.health_codes.table import HealthCodeTable
 
 logger = Logger(service="healthcode_import")
 metrics = Metrics(namespace="anfang", service="healthcode_import")

@@ -1,6 +1,6 @@
 """Process function: process queue → dedupe → enrich → redact → fan out to the destination topics.
 
-Thin wiring; the logic is ``anfang.process``. The whole SQS batch goes through each stage at once (batched
+Thin wiring; the logic is ``anfang.pipeline.process``. The whole SQS batch goes through each stage at once (batched
 reads, one data key, PublishBatch), and the partial batch response names the messages to retry.
 """
 
@@ -20,15 +20,16 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from anfang.aws.delivered_events import DeliveredEvents
+from anfang.aws.registry import DeviceRegistry
 from anfang.contracts.types import TownCode
-from anfang.dedupe import DeliveredEvents
-from anfang.enrich import Enricher, HealthCodeLookup, SiteLookup
-from anfang.healthcode_lookup import CurrentHealthCodes
-from anfang.healthcodes import HealthCodeTable, load_pepper, person_key
+from anfang.health_codes.authority import CurrentHealthCodes
+from anfang.health_codes.keys import load_pepper, person_key
+from anfang.health_codes.table import HealthCodeTable
+from anfang.pipeline.enrich import Enricher, HealthCodeLookup, SiteLookup
+from anfang.pipeline.process import Incoming, ProcessDeps, Processor
+from anfang.pipeline.redact import ImageBuckets, Redactor
 from anfang.policies import DESTINATIONS, load_policy
-from anfang.process import Incoming, ProcessDeps, Processor
-from anfang.redact import ImageBuckets, Redactor
-from anfang.registry import DeviceRegistry
 
 logger = Logger(service="process")
 metrics = Metrics(namespace="anfang", service="process")

@@ -39,7 +39,7 @@ def _client(name: str) -> Any:
 
 
 def _outputs(stack_name: str) -> dict[str, str]:
-    from anfang.stackinfo import StackNotFoundError, stack_outputs  # noqa: PLC0415
+    from anfang_ops.stackinfo import StackNotFoundError, stack_outputs  # noqa: PLC0415
 
     try:
         return stack_outputs(_client("cloudformation"), stack_name)
@@ -51,7 +51,7 @@ def _outputs(stack_name: str) -> dict[str, str]:
 
 
 def _towns_render(args: argparse.Namespace) -> int:
-    from anfang.towns import TownConfigError, load_towns, render_samconfig  # noqa: PLC0415
+    from anfang_ops.towns import TownConfigError, load_towns, render_samconfig  # noqa: PLC0415
 
     try:
         text = render_samconfig(load_towns(Path(args.towns_dir)))
@@ -68,7 +68,7 @@ def _towns_render(args: argparse.Namespace) -> int:
 
 
 def _decrypt(args: argparse.Namespace) -> int:
-    from anfang.decrypt import DecryptError, decrypt_lines  # noqa: PLC0415 - needs the cloud extra
+    from anfang_ops.decrypt import DecryptError, decrypt_lines  # noqa: PLC0415 - needs the cloud extra
 
     source: TextIO = sys.stdin if args.input == "-" else Path(args.input).open(encoding="utf-8")  # noqa: SIM115
     sink: TextIO = sys.stdout if args.output == "-" else Path(args.output).open("w", encoding="utf-8")  # noqa: SIM115
@@ -86,7 +86,7 @@ def _decrypt(args: argparse.Namespace) -> int:
 
 
 def _registry(stack_name: str) -> Any:
-    from anfang.registry import DeviceRegistry  # noqa: PLC0415
+    from anfang.aws.registry import DeviceRegistry  # noqa: PLC0415
 
     outputs = _outputs(stack_name)
     return DeviceRegistry(
@@ -102,8 +102,8 @@ def _public_key_text(path: str) -> str:
 
 
 def _devices_register(args: argparse.Namespace) -> int:
+    from anfang.aws.registry import RegistryError, Site  # noqa: PLC0415
     from anfang.contracts import key_id_for, load_public_key  # noqa: PLC0415
-    from anfang.registry import RegistryError, Site  # noqa: PLC0415
 
     registry = _registry(args.stack_name)
     try:
@@ -125,7 +125,7 @@ def _devices_register(args: argparse.Namespace) -> int:
 
 
 def _devices_revoke(args: argparse.Namespace) -> int:
-    from anfang.registry import RegistryError  # noqa: PLC0415
+    from anfang.aws.registry import RegistryError  # noqa: PLC0415
 
     try:
         _registry(args.stack_name).revoke_key(args.key_id)
@@ -155,8 +155,8 @@ def _devices_list(args: argparse.Namespace) -> int:
 
 
 def _partners_register(args: argparse.Namespace) -> int:
+    from anfang.aws.registry import RegistryError  # noqa: PLC0415
     from anfang.contracts import load_public_key  # noqa: PLC0415
-    from anfang.registry import RegistryError  # noqa: PLC0415
 
     try:
         public_key = load_public_key(_public_key_text(args.public_key))
@@ -170,8 +170,8 @@ def _partners_register(args: argparse.Namespace) -> int:
 
 
 def _dlq_redrive(args: argparse.Namespace) -> int:
-    from anfang.redrive import redrive  # noqa: PLC0415
-    from anfang.stackinfo import DLQ_OUTPUTS  # noqa: PLC0415
+    from anfang_ops.redrive import redrive  # noqa: PLC0415
+    from anfang_ops.stackinfo import DLQ_OUTPUTS  # noqa: PLC0415
 
     dlq_key, target_key = DLQ_OUTPUTS[args.queue]
     outputs = _outputs(args.stack_name)
@@ -183,7 +183,7 @@ def _dlq_redrive(args: argparse.Namespace) -> int:
 def _local_up(args: argparse.Namespace) -> int:
     import logging  # noqa: PLC0415
 
-    from anfang.local import LocalStack  # noqa: PLC0415 - needs the dev extra (moto server)
+    from anfang_ops.local import LocalStack  # noqa: PLC0415 - needs the dev extra (moto server)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     stop = threading.Event()
@@ -205,7 +205,7 @@ def _local_up(args: argparse.Namespace) -> int:
 
 
 def _local_demo(args: argparse.Namespace) -> int:
-    from anfang.local.demo import run_demo  # noqa: PLC0415 - needs the dev extra (moto server)
+    from anfang_ops.local.demo import run_demo  # noqa: PLC0415 - needs the dev extra (moto server)
 
     result = run_demo(
         Path(args.root).resolve(), Path(args.out), events=args.events, devices=args.devices, timeout_secs=args.timeout

@@ -17,7 +17,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from anfang.redact import encryption_aad
+from anfang.contracts.envelope import encryption_aad
 
 __all__ = ["DecryptError", "Decryptor", "decrypt_lines", "decrypt_record", "is_envelope"]
 

@@ -3,7 +3,7 @@
 JSON Schema draft 2020-12 in validation mode. A contract test regenerates everything in memory and fails
 when the committed files differ, so ``schemas/`` can never drift from the code.
 
-    python -m anfang.schemas schemas
+    python -m anfang_ops.schemas schemas
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from anfang.contracts import (
     Problem,
 )
 from anfang.contracts.examples import example_events
-from anfang.openapi import openapi
+from anfang.pipeline.redact import record_model
 from anfang.policies import default_policies
-from anfang.redact import record_model
+from anfang_ops.openapi import openapi
 
 DRAFT: Final = "https://json-schema.org/draft/2020-12/schema"
 

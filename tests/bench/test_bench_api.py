@@ -26,15 +26,15 @@ import fastjsonschema
 import pytest
 from aws_lambda_powertools.utilities.validation import validate as powertools_validate
 
+from anfang.api.ingest import EventIngest
+from anfang.aws.metrics import MemoryMetrics
+from anfang.aws.nonces import DynamoNonceStore
+from anfang.aws.queues import EventQueue
+from anfang.aws.raw_images import RawImageStore
+from anfang.aws.registry import DeviceRegistry
+from anfang.aws.seen_events import SeenEvents
 from anfang.contracts import Verifier, new_event_id, validate_event
 from anfang.contracts.examples import example_events
-from anfang.images import RawImageStore
-from anfang.ingest import EventIngest
-from anfang.nonces import DynamoNonceStore
-from anfang.observability import MemoryMetrics
-from anfang.queues import EventQueue
-from anfang.registry import DeviceRegistry
-from anfang.seen import SeenEvents
 from tests.api_stack import (
     DEVICE_ID,
     REGION,

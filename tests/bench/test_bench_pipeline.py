@@ -25,13 +25,13 @@ import pytest
 from moto import mock_aws
 from PIL import Image
 
-from anfang.analyse import analyse_image
+from anfang.aws.delivered_events import DeliveredEvents
 from anfang.contracts import EVENT_TYPES, SiteView
-from anfang.dedupe import DeliveredEvents
-from anfang.enrich import Enricher
+from anfang.pipeline.analyse import analyse_image
+from anfang.pipeline.enrich import Enricher, Enrichment
+from anfang.pipeline.process import Incoming, ProcessDeps, Processor
+from anfang.pipeline.redact import DataKeys, ImageBuckets, Redactor
 from anfang.policies import default_policies
-from anfang.process import Incoming, ProcessDeps, Processor
-from anfang.redact import DataKeys, Enrichment, ImageBuckets, Redactor
 from tests.pipeline_events import DEVICE_ID, TOWN, example_queued
 from tests.pipeline_fixtures import image_bytes
 from tests.pipeline_stack import MemoryHealthCodes, MemorySites, count_calls, person_key

@@ -5,8 +5,8 @@ from __future__ import annotations
 import ast
 import json
 
-from anfang.openapi import ROUTES, openapi
-from anfang.schemas import generate
+from anfang_ops.openapi import ROUTES, openapi
+from anfang_ops.schemas import generate
 from tests.api_stack import APP_DIR, ROOT
 
 

@@ -11,7 +11,7 @@ import pytest
 from referencing import Registry, Resource
 
 from anfang.contracts import EVENT_TYPES, BatchResponse, ErrorCode, EventBatch, EventResult, Problem, validate_event
-from anfang.schemas import generate
+from anfang_ops.schemas import generate
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas"

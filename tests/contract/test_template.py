@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from anfang import template
-from anfang.towns import load_towns, render_samconfig
+from anfang_ops import template
+from anfang_ops.towns import load_towns, render_samconfig
 from tools import layers
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -26,6 +26,7 @@ from typing import Any, Final
 
 import requests
 
+from anfang.aws.registry import DeviceRegistry, Site
 from anfang.contracts import (
     SITE_TYPES,
     Signer,
@@ -33,8 +34,7 @@ from anfang.contracts import (
     key_id_for,
     private_key_to_pem,
 )
-from anfang.registry import DeviceRegistry, Site
-from anfang.towns import TownConfig, load_towns
+from anfang_ops.towns import TownConfig, load_towns
 
 from .stack import LocalStack
 

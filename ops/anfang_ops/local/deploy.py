@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from anfang.template import load_template, transform_template
+from anfang_ops.template import load_template, transform_template
 
 __all__ = ["DeployedStack", "LocalFunction", "QueueTrigger", "S3Trigger", "deploy_stack"]
 

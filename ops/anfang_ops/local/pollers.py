@@ -24,7 +24,7 @@ from .runtime import LambdaContext
 
 __all__ = ["S3Poller", "SqsPoller"]
 
-logger = logging.getLogger("anfang.local")
+logger = logging.getLogger("anfang_ops.local")
 Handler = Callable[[dict[str, Any], Any], Any]
 
 

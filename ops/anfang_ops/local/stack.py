@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from anfang.towns import TownConfig, load_towns
+from anfang_ops.towns import TownConfig, load_towns
 
 from .deploy import DeployedStack, deploy_stack
 from .pollers import S3Poller, SqsPoller
@@ -24,7 +24,7 @@ from .runtime import apply_environment, load_handler
 
 __all__ = ["LocalStack", "StackInfo"]
 
-logger = logging.getLogger("anfang.local")
+logger = logging.getLogger("anfang_ops.local")
 LOCAL_CREDENTIALS: Final = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 

@@ -12,7 +12,7 @@ import pytest
 from chalice.test import Client
 from moto import mock_aws
 
-from anfang.registry import DeviceRegistry
+from anfang.aws.registry import DeviceRegistry
 from tests.api_stack import APP_DIR, REGION, Device, Stack, create_stack, load_app, register_device, register_partner
 
 

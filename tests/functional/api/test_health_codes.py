@@ -12,7 +12,8 @@ from chalice.test import Client
 
 from anfang.contracts import ErrorCode, find_resident_ids
 from anfang.contracts.healthcodes import LineRejection
-from anfang.healthcodes import SnapshotStore, person_key
+from anfang.health_codes.keys import person_key
+from anfang.health_codes.snapshots import SnapshotStore
 from tests.api_stack import PEPPER, Device, Stack, load_app, signed
 
 ID_NUMBER = "11010519491231002X"
@@ -150,7 +151,7 @@ def test_given_health_codes_switched_off_then_the_routes_are_404(stack: Stack, m
 
 
 def test_bad_environment_fails_the_cold_start(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    from anfang.settings import SettingsError
+    from anfang.api.settings import SettingsError
 
     monkeypatch.setenv("TOWN_CODE", "0123")
     monkeypatch.delenv("PROCESS_QUEUE_URL")

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from chalice.test import Client
 
+from anfang.aws.registry import DeviceOutsideTownError, DeviceRegistry, KeyExistsError, Site, UnknownDeviceError
 from anfang.contracts import generate_private_key
-from anfang.registry import DeviceOutsideTownError, DeviceRegistry, KeyExistsError, Site, UnknownDeviceError
 from tests.api_stack import DEVICE_ID, Device, Stack, batch, signed
 
 

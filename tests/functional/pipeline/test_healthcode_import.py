@@ -22,18 +22,14 @@ import pytest
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
+from anfang.aws.registry import DeviceRegistry, Site
 from anfang.contracts import find_resident_ids, resident_id_check_char
-from anfang.healthcode_import import SnapshotImporter
-from anfang.healthcode_lookup import CurrentHealthCodes
-from anfang.healthcodes import (
-    CURRENT_SNAPSHOT_KEY,
-    HealthCodeRecord,
-    HealthCodeTable,
-    SnapshotStore,
-)
-from anfang.healthcodes import person_key as keyed
-from anfang.process import Incoming, Processor
-from anfang.registry import DeviceRegistry, Site
+from anfang.health_codes.authority import CurrentHealthCodes
+from anfang.health_codes.importer import SnapshotImporter
+from anfang.health_codes.keys import person_key as keyed
+from anfang.health_codes.snapshots import SnapshotStore
+from anfang.health_codes.table import CURRENT_SNAPSHOT_KEY, HealthCodeRecord, HealthCodeTable
+from anfang.pipeline.process import Incoming, Processor
 from tests.pipeline_events import DEVICE_ID, example_queued, planted_event, queued, sample_planted
 from tests.pipeline_stack import PEPPER, Stack, count_calls, drain, drive, load_handler
 

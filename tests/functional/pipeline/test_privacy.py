@@ -16,11 +16,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from moto import mock_aws
 
-from anfang.cli import main as cli_main
 from anfang.contracts import EVENT_TYPES, SiteView, find_mobiles, find_plates, find_resident_ids
-from anfang.decrypt import DecryptError, decrypt_lines, decrypt_record, is_envelope
+from anfang.pipeline.enrich import Enrichment
+from anfang.pipeline.redact import DataKeys, ImageBuckets, Redactor
 from anfang.policies import default_policies, parse_policy
-from anfang.redact import DataKeys, Enrichment, ImageBuckets, Redactor
+from anfang_ops.cli import main as cli_main
+from anfang_ops.decrypt import DecryptError, decrypt_lines, decrypt_record, is_envelope
 from tests.pipeline_events import TOWN, Planted, planted, planted_event, queued
 from tests.pipeline_stack import REGION
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from anfang.contracts import SiteView, new_event_id
-from anfang.enrich import HealthCodeRecord
-from anfang.process import Processor
+from anfang.health_codes.table import HealthCodeRecord
+from anfang.pipeline.process import Processor
 from tests.pipeline_events import DEVICE_ID, example_queued, planted_event, queued
 from tests.pipeline_stack import (
     MemoryHealthCodes,
@@ -169,7 +169,7 @@ def test_aws_calls_per_event_stay_within_budget(stack: Stack) -> None:
     calls: Counter[str] = Counter()
     count_calls(stack.session, calls)
     processor = _processor(stack)
-    from anfang.process import Incoming
+    from anfang.pipeline.process import Incoming
 
     messages = [
         Incoming(f"m{i}", example_queued(("access", "alarm")[i % 2]).model_dump_json(by_alias=True)) for i in range(100)

@@ -9,9 +9,10 @@ from typing import Any
 import jsonschema
 
 from anfang.contracts import EVENT_TYPES, HealthCodeView, SiteView
+from anfang.pipeline.enrich import Enrichment
+from anfang.pipeline.redact import DataKeys, ImageBuckets, Redactor
 from anfang.policies import default_policies
-from anfang.redact import DataKeys, Enrichment, ImageBuckets, Redactor
-from anfang.schemas import generate
+from anfang_ops.schemas import generate
 from tests.pipeline_events import RECEIVED_AT, TOWN, example_queued
 
 SCHEMAS = Path(__file__).resolve().parents[3] / "schemas"

@@ -18,7 +18,7 @@ from chalice.config import Config
 from chalice.local import LocalDevServer
 from moto.server import ThreadedMotoServer
 
-from anfang.registry import DeviceRegistry
+from anfang.aws.registry import DeviceRegistry
 from tests.api_stack import REGION, Device, Stack, create_stack, load_app, register_device, register_partner
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from anfang.local.demo import DESTINATIONS, run_demo
+from anfang_ops.local.demo import DESTINATIONS, run_demo
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -16,7 +16,6 @@ import boto3
 import pytest
 import requests
 
-from anfang.cli import main as anfang
 from anfang.contracts import (
     EventImage,
     Signer,
@@ -29,8 +28,9 @@ from anfang.contracts import (
     public_key_to_text,
 )
 from anfang.contracts.examples import example_events
-from anfang.local import LocalStack
-from anfang.towns import load_towns
+from anfang_ops.cli import main as anfang
+from anfang_ops.local import LocalStack
+from anfang_ops.towns import load_towns
 
 ROOT = Path(__file__).resolve().parents[3]
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "images"

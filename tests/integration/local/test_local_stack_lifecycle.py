@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from anfang.local import LocalStack
-from anfang.towns import load_towns
+from anfang_ops.local import LocalStack
+from anfang_ops.towns import load_towns
 
 ROOT = Path(__file__).resolve().parents[3]
 TOWN = next(t for t in load_towns(ROOT / "infra" / "towns") if t.env == "xihu-beishan")

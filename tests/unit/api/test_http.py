@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from anfang.api.http import RequestError, json_depth, parse_json, problem_response, require_json_content_type
 from anfang.contracts import ErrorCode
-from anfang.http import RequestError, json_depth, parse_json, problem_response, require_json_content_type
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab,:'),

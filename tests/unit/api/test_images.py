@@ -7,9 +7,10 @@ import io
 import pytest
 from PIL import Image
 
+from anfang.api.images import image_dimensions
+from anfang.aws.raw_images import image_key
 from anfang.contracts import ImageError, validate_event
 from anfang.contracts.examples import example_events
-from anfang.images import image_dimensions, image_key
 from tests.api_stack import fixture_image
 
 

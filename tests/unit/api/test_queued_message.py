@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from anfang.api.ingest import queued_message
 from anfang.contracts import QueuedEvent, StoredImage, validate_event
 from anfang.contracts.examples import example_events
-from anfang.ingest import queued_message
 
 STORED = StoredImage(
     role="face", content_type="image/jpeg", sha256="a" * 64, size_bytes=10, width=16, height=16, ref="330106/x/face.jpg"

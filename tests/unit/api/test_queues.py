@@ -5,7 +5,7 @@ from __future__ import annotations
 import boto3
 from botocore.stub import ANY, Stubber
 
-from anfang.queues import EventQueue
+from anfang.aws.queues import EventQueue
 
 URL = "https://sqs.us-east-1.amazonaws.com/123456789012/anfang-test-process"
 

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from anfang.analyse import THUMBNAIL_MAX_SIDE_PIXELS, analyse_image, image_size
+from anfang.pipeline.analyse import THUMBNAIL_MAX_SIDE_PIXELS, analyse_image, image_size
 from tests.pipeline_fixtures import image_bytes
 
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from anfang.healthcode_import import SnapshotImportError, _lines, s3_objects
-from anfang.healthcode_lookup import CurrentHealthCodes
-from anfang.healthcodes import CURRENT_SNAPSHOT_KEY, CurrentSnapshot, snapshot_record_key
+from anfang.health_codes.authority import CurrentHealthCodes
+from anfang.health_codes.importer import SnapshotImportError, _lines, s3_objects
+from anfang.health_codes.table import CURRENT_SNAPSHOT_KEY, CurrentSnapshot, snapshot_record_key
 
 
 class Body:

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from anfang.contracts import DestinationRecord, HealthCodeView, SiteView
+from anfang.pipeline.enrich import Enrichment
+from anfang.pipeline.redact import DataKeys, ImageBuckets, Redactor, mask, pseudonym
 from anfang.policies import PolicyError, default_policies, event_fields, load_policy, parse_policy
-from anfang.redact import DataKeys, Enrichment, ImageBuckets, Redactor, mask, pseudonym
 from tests.pipeline_events import TOWN, example_queued
 
 BUCKETS = ImageBuckets(raw_bucket="raw", image_bucket="images")
@@ -132,7 +133,7 @@ def test_images_without_analysis_are_not_sent_to_gov_cloud() -> None:
 
 
 def test_encrypting_without_a_key_is_a_typed_error() -> None:
-    from anfang.redact import RedactError
+    from anfang.pipeline.redact import RedactError
 
     police = Redactor(load_policy("police_video"), secret=SECRET, town=TOWN, buckets=BUCKETS)
     with pytest.raises(RedactError, match="no KMS key"):
@@ -141,7 +142,7 @@ def test_encrypting_without_a_key_is_a_typed_error() -> None:
 
 def test_compiled_pseudonyms_equal_the_reference_hmac() -> None:
     # GIVEN secrets shorter than, equal to and longer than SHA-256's block
-    from anfang.redact import _pseudonymizer
+    from anfang.pipeline.redact.actions import pseudonymizer as _pseudonymizer
 
     for secret in (SECRET, b"s" * 64, b"long-secret-" * 10):
         for value in ("11010519491231002X", "张三", "", "north gate"):
@@ -151,7 +152,7 @@ def test_compiled_pseudonyms_equal_the_reference_hmac() -> None:
 
 def test_fast_analysis_dump_equals_model_dump() -> None:
     from anfang.contracts import Box, ImageAnalysis
-    from anfang.redact import _analysis_json
+    from anfang.pipeline.redact.redactor import analysis_json as _analysis_json
 
     for analysis in (
         ImageAnalysis(quality="ok", sharpness=512.25, brightness=100.0, contrast=50.5, phash="0123456789abcdef"),
@@ -270,7 +271,7 @@ def test_record_json_equals_the_model_path_for_every_event_type() -> None:
 
 def test_the_envelope_plaintext_is_the_values_json() -> None:
     # the encrypter's str fast path writes what json.dumps(value, ensure_ascii=False) writes
-    from anfang.redact import _encode_str
+    from anfang.pipeline.redact.actions import _encode_str
 
     for value in ("张三", 'quote " back \\ slash', "new\nline\x00nul\u2028sep", "13812345678", ""):
         assert _encode_str(value) == json.dumps(value, ensure_ascii=False)

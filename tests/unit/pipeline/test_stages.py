@@ -8,9 +8,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from anfang.dedupe import DeliveredEvents
-from anfang.fanout import Message, publish_batch
-from anfang.queues import EventQueue
+from anfang.aws.delivered_events import DeliveredEvents
+from anfang.aws.queues import EventQueue
+from anfang.aws.topics import Message, publish_batch
 
 
 class FlakyDynamo:
@@ -97,8 +97,9 @@ def test_event_queue_sends_everything_in_calls_of_ten() -> None:
 def test_only_the_analyse_stage_imports_opencv_or_numpy() -> None:
     # The API and process functions must not carry OpenCV (Lambda's 250 MB limit).
     code = (
-        "import sys, anfang.process, anfang.redact, anfang.decrypt, anfang.enrich, anfang.dedupe, "
-        "anfang.fanout, anfang.policies, anfang.schemas, anfang.cli, anfang.thumbnails; "
+        "import sys, anfang.pipeline.process, anfang.pipeline.redact, anfang.pipeline.enrich, anfang.pipeline.thumbnails, "
+        "anfang.aws.delivered_events, anfang.aws.topics, anfang.policies, anfang_ops.decrypt, anfang_ops.schemas, "
+        "anfang_ops.cli; "
         "bad = sorted(m for m in ('cv2', 'numpy') if m in sys.modules); print(bad); sys.exit(1 if bad else 0)"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
@@ -109,7 +110,8 @@ def test_person_less_events_share_their_device_enrichment_and_persons_get_their_
     import datetime as dt
 
     from anfang.contracts import SiteView
-    from anfang.enrich import Enricher, HealthCodeRecord
+    from anfang.health_codes.table import HealthCodeRecord
+    from anfang.pipeline.enrich import Enricher
     from tests.pipeline_events import DEVICE_ID, example_queued
     from tests.pipeline_stack import MemoryHealthCodes, MemorySites, person_key
 

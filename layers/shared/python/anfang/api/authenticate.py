@@ -14,11 +14,11 @@ from collections.abc import Mapping
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from anfang.api.http import RequestError
 from anfang.contracts.limits import MAX_BODY_BYTES
 from anfang.contracts.problems import ErrorCode
 from anfang.contracts.signing import VerifiedRequest, Verifier, authorize
 from anfang.contracts.types import Role
-from anfang.http import RequestError
 
 __all__ = ["authenticate"]
 

@@ -32,6 +32,21 @@ from typing import Any, Final
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import TypeAdapter, ValidationError
 
+from anfang.api.authenticate import authenticate
+from anfang.api.http import (
+    HttpResponse,
+    RequestError,
+    error_response,
+    json_response,
+    parse_json,
+    problem_response,
+    require_json_content_type,
+)
+from anfang.api.images import CheckedImage, check_image
+from anfang.aws.metrics import StageMetrics
+from anfang.aws.queues import EventQueue
+from anfang.aws.raw_images import RawImageStore
+from anfang.aws.seen_events import SeenEvents
 from anfang.contracts.events import (
     EVENT_MODELS,
     BatchResponse,
@@ -46,20 +61,6 @@ from anfang.contracts.limits import MAX_BODY_BYTES, MAX_EVENTS_PER_BATCH
 from anfang.contracts.problems import ContractError, ErrorCode, ImageError
 from anfang.contracts.records import QUEUED_SCHEMA, StoredImage
 from anfang.contracts.signing import KeyInfo, Verifier, authorize
-from anfang.gate import authenticate
-from anfang.http import (
-    HttpResponse,
-    RequestError,
-    error_response,
-    json_response,
-    parse_json,
-    problem_response,
-    require_json_content_type,
-)
-from anfang.images import CheckedImage, RawImageStore, check_image
-from anfang.observability import StageMetrics
-from anfang.queues import EventQueue
-from anfang.seen import SeenEvents
 
 __all__ = ["EventIngest", "Outcome", "parse_batch", "queued_message"]
 
@@ -261,7 +262,9 @@ class EventIngest:
 
         def store(item: _Pending) -> bool:
             try:
-                item.stored = [self._images.put(item.event, checked) for checked in item.images]
+                item.stored = [
+                    self._images.put(item.event, c.image, c.raw, width=c.width, height=c.height) for c in item.images
+                ]
             except (ClientError, BotoCoreError) as exc:
                 _log.warning("raw image store failed: %s", type(exc).__name__)
                 return False

@@ -17,16 +17,19 @@ import boto3
 from aws_lambda_powertools import Metrics
 from botocore.config import Config
 
+from anfang.api.health_codes import HealthCodeApi
+from anfang.api.ingest import EventIngest
+from anfang.api.settings import ApiSettings
+from anfang.aws.metrics import PowertoolsMetrics, StageMetrics
+from anfang.aws.nonces import DynamoNonceStore
+from anfang.aws.queues import EventQueue
+from anfang.aws.raw_images import RawImageStore
+from anfang.aws.registry import DeviceRegistry
+from anfang.aws.seen_events import SeenEvents
 from anfang.contracts.signing import Verifier
-from anfang.healthcodes import HealthCodeApi, HealthCodeTable, SnapshotStore, load_pepper
-from anfang.images import RawImageStore
-from anfang.ingest import EventIngest
-from anfang.nonces import DynamoNonceStore
-from anfang.observability import PowertoolsMetrics, StageMetrics
-from anfang.queues import EventQueue
-from anfang.registry import DeviceRegistry
-from anfang.seen import SeenEvents
-from anfang.settings import ApiSettings
+from anfang.health_codes.keys import load_pepper
+from anfang.health_codes.snapshots import SnapshotStore
+from anfang.health_codes.table import HealthCodeTable
 
 __all__ = ["ApiServices", "build_api"]
 

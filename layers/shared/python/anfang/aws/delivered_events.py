@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from anfang.dynamo import GET_KEYS_PER_CALL, WRITE_ITEMS_PER_CALL, UnprocessedError, batch_get, batch_write
+from anfang.aws.dynamo import GET_KEYS_PER_CALL, WRITE_ITEMS_PER_CALL, UnprocessedError, batch_get, batch_write
 
 __all__ = ["GET_KEYS_PER_CALL", "WRITE_ITEMS_PER_CALL", "DedupeError", "DeliveredEvents", "EventKey"]
 

@@ -16,7 +16,7 @@ GSI ``by_device`` (partition ``device_id``, sort ``pk``, projection ALL) lists a
 a device can hold several active keys while it rotates. Reads are cached in the process for
 ``cache_ttl_secs`` (negative answers too), so a warm API resolves a key without a DynamoDB call.
 
-The pipeline reuses the read side for enrichment (``sites_of`` is ``anfang.enrich.SiteLookup``: one
+The pipeline reuses the read side for enrichment (``sites_of`` is ``anfang.pipeline.enrich.SiteLookup``: one
 BatchGetItem per 100 uncached devices):
 
 >>> registry = DeviceRegistry(dynamodb_client, "anfang-330106-devices", town_code="330106")
@@ -38,13 +38,13 @@ from typing import Any, Final, cast
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from anfang.aws.dynamo import batch_get
 from anfang.contracts.identifiers import validate_device_id, validate_town_code
 from anfang.contracts.keys import key_id_for, load_public_key, public_key_to_text
 from anfang.contracts.problems import ContractError, ErrorCode
 from anfang.contracts.records import SiteView
 from anfang.contracts.signing import KeyInfo
 from anfang.contracts.types import SITE_TYPES, Role, SiteType
-from anfang.dynamo import batch_get
 
 __all__ = [
     "BY_DEVICE_INDEX",

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from botocore.exceptions import ClientError
 
-from anfang.dynamo import batch_get, batch_write, chunks
+from anfang.aws.dynamo import batch_get, batch_write, chunks
 
 __all__ = ["SEEN_TTL_ATTRIBUTE", "SeenEvents"]
 

@@ -2,7 +2,7 @@
 
 PublishBatch accepts 10 entries; an entry that fails (partially failed call or a raised client error) is
 reported by its id so the caller can turn it into an SQS partial batch failure and let SQS retry it.
-Sends to the analyse and process queues are ``anfang.queues.EventQueue``.
+Sends to the analyse and process queues are ``anfang.aws.queues.EventQueue``.
 
 >>> failed = publish_batch(sns, topic_arn, [Message(id="m1", body="{...}", attributes={"town": "330106"})])
 """
@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from anfang.dynamo import chunks
+from anfang.aws.dynamo import chunks
 
 __all__ = ["BATCH_ENTRIES", "Message", "publish_batch"]
 

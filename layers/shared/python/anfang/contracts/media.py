@@ -1,7 +1,7 @@
 """Image bytes on the wire: format sniffing by magic bytes and strict base64 decoding.
 
 Only what needs no imaging library lives here (it is shared with the edge agent); reading dimensions
-safely with Pillow is the cloud's ``anfang.images``.
+safely with Pillow is the cloud's ``anfang.api.images``.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ RECORD_SCHEMA: Final = "anfang.record.v1"
 QUEUED_SCHEMA: Final = "anfang.queued.v1"
 
 Quality = Literal["ok", "blurry", "dark", "overexposed", "no_face", "error"]
-#: Key of a derived image in the image bucket, addressed by the SHA-256 of its bytes (see anfang.thumbnails).
+#: Key of a derived image in the image bucket, addressed by the SHA-256 of its bytes (see anfang.pipeline.thumbnails).
 DerivedKey = Annotated[
     str, StringConstraints(pattern=r"^derived/(thumbnail|thumbnail_faces_blurred)/[0-9a-f]{64}\.jpg$")
 ]

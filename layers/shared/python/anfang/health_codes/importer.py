@@ -6,7 +6,7 @@ validated on its own: an invalid line is counted and reported by line number and
 and never fails the import. Raw ID numbers become person keys at once. Lines are written under
 ``<person_key>#<snapshot_id>`` (BatchWriteItem, 25 a call, unprocessed items retried) so the snapshot that
 is authoritative now is never overwritten; when every line is in, the snapshot becomes the current one
-(see the authority rule in :mod:`anfang.healthcodes`).
+(see the authority rule in :mod:`anfang.health_codes.table`).
 
 - Idempotent: an S3 redelivery of an imported snapshot is skipped; a re-run of an unfinished one rewrites
   the same items and *sets* the counts, so nothing is counted twice.
@@ -35,14 +35,9 @@ from pydantic import ValidationError
 
 from anfang.contracts.healthcodes import MAX_REPORTED_ERRORS, HealthCodeDelta, LineRejection
 from anfang.contracts.problems import ErrorCode
-from anfang.healthcodes import (
-    CurrentSnapshot,
-    HealthCodeRecord,
-    HealthCodeTable,
-    SnapshotStore,
-    person_key,
-    snapshot_record_key,
-)
+from anfang.health_codes.keys import person_key
+from anfang.health_codes.snapshots import SnapshotStore
+from anfang.health_codes.table import CurrentSnapshot, HealthCodeRecord, HealthCodeTable, snapshot_record_key
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",

@@ -34,7 +34,7 @@ from anfang.contracts import (
     sniff_content_type,
 )
 from anfang.contracts.records import Quality
-from anfang.thumbnails import THUMBNAIL_MAX_SIDE_PIXELS, derived_key, thumbnail_size
+from anfang.pipeline.thumbnails import THUMBNAIL_MAX_SIDE_PIXELS, derived_key, thumbnail_size
 
 __all__ = [
     "ERROR_LABELS",

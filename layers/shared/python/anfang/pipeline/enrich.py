@@ -1,7 +1,7 @@
 """The enrich stage: site facts from the device registry and health codes of identified persons.
 
 Both sources are injected as small protocols, so the stage is tested with in-memory fakes and wired to the
-real adapters (``anfang.registry``, ``anfang.healthcodes``) by the function. One call to each per batch:
+real adapters (``anfang.aws.registry``, ``anfang.health_codes.table``) by the function. One call to each per batch:
 ``sites_of`` with every device of the batch, ``batch_get`` with every person key (the adapter splits it
 into BatchGetItem calls of at most 100 keys).
 
@@ -14,14 +14,15 @@ Events without an identified person get no health code: the system never identif
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from anfang.contracts import HealthCodeStatus, HealthCodeView, QueuedEvent, SiteView
-from anfang.redact import Enrichment
+from anfang.contracts import HealthCodeView, QueuedEvent, SiteView
+from anfang.health_codes.table import HealthCodeRecord
 
-__all__ = ["Enricher", "HealthCodeLookup", "HealthCodeRecord", "SiteLookup", "person_id_number"]
+__all__ = ["Enricher", "Enrichment", "HealthCodeLookup", "SiteLookup", "person_id_number"]
 
 
 class SiteLookup(Protocol):
@@ -31,9 +32,18 @@ class SiteLookup(Protocol):
 
 
 @dataclass(frozen=True)
-class HealthCodeRecord:
-    status: HealthCodeStatus
-    updated_at: dt.datetime
+class Enrichment:
+    """What the enrich stage adds to an event (the enricher shares one per device among the events without a
+    health code)."""
+
+    site: SiteView
+    health_code: HealthCodeView | None = None
+
+    @functools.cached_property
+    def site_json(self) -> dict[str, Any]:
+        """The site as JSON, made once per enrichment (records never mutate it; JSON dumps share it)."""
+        # SiteView holds only optional strings: its JSON dump is its non-None attributes
+        return {k: v for k, v in self.site.__dict__.items() if v is not None}
 
 
 class HealthCodeLookup(Protocol):

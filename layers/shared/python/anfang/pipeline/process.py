@@ -22,11 +22,11 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
+from anfang.aws.delivered_events import DedupeError, DeliveredEvents, EventKey
+from anfang.aws.topics import Message, publish_batch
 from anfang.contracts import RECORD_SCHEMA, QueuedEvent
-from anfang.dedupe import DedupeError, DeliveredEvents, EventKey
-from anfang.enrich import Enricher
-from anfang.fanout import Message, publish_batch
-from anfang.redact import DataKeys, RedactError, Redactor
+from anfang.pipeline.enrich import Enricher
+from anfang.pipeline.redact import DataKeys, RedactError, Redactor
 
 __all__ = ["Incoming", "ProcessDeps", "ProcessResult", "Processor"]
 
