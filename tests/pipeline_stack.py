@@ -22,7 +22,7 @@ from typing import Any
 
 import boto3
 
-from anfang.contracts import SiteView
+from anfang.contracts import HealthCodeStatus, SiteView
 from anfang.health_codes.table import HealthCodeRecord
 from tests.template_stack import deploy_test_stack
 
@@ -60,6 +60,12 @@ class MemoryHealthCodes:
     def __init__(self, codes: Mapping[str, HealthCodeRecord] | None = None) -> None:
         self.codes = dict(codes or {})
         self.calls = 0
+
+    @classmethod
+    def of(cls, *codes: tuple[str, HealthCodeStatus, dt.datetime]) -> MemoryHealthCodes:
+        """A table holding one delta per (ID number, status, updated_at)."""
+        records = (HealthCodeRecord(person_key(i), status, at, "delta:1") for i, status, at in codes)
+        return cls({r.person_key: r for r in records})
 
     def batch_get(self, person_keys: Sequence[str]) -> dict[str, HealthCodeRecord]:
         self.calls += 1

@@ -16,8 +16,8 @@ import pytest
 from moto import mock_aws
 from pydantic import BaseModel
 
-from anfang_ops import template
 from anfang.api.settings import ApiSettings
+from anfang_ops import template
 from tests.api_stack import REGION, create_stack, load_app
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from anfang.contracts import SiteView, new_event_id
-from anfang.health_codes.table import HealthCodeRecord
 from anfang.pipeline.process import Processor
 from tests.pipeline_events import DEVICE_ID, example_queued, planted_event, queued
 from tests.pipeline_stack import (
@@ -129,11 +128,9 @@ def test_health_codes_are_added_with_a_stale_flag_and_not_when_switched_off(stac
     fresh, old = planted_event("access", _planted()), planted_event("visitor", _planted())
     old["visitor"]["visitor"]["id_number"] = "440305199002020031"
     now = dt.datetime.now(dt.UTC)
-    codes = MemoryHealthCodes(
-        {
-            person_key(fresh["person"]["id_number"]): HealthCodeRecord("yellow", now - dt.timedelta(hours=1)),
-            person_key("440305199002020031"): HealthCodeRecord("red", now - dt.timedelta(days=3)),
-        }
+    codes = MemoryHealthCodes.of(
+        (fresh["person"]["id_number"], "yellow", now - dt.timedelta(hours=1)),
+        ("440305199002020031", "red", now - dt.timedelta(days=3)),
     )
     bodies = [queued(e).model_dump_json(by_alias=True) for e in (fresh, old)]
     bodies.append(example_queued("alarm").model_dump_json(by_alias=True))  # no identified person

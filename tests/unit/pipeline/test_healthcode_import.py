@@ -8,9 +8,16 @@ from typing import Any
 
 import pytest
 
+from anfang.contracts.types import HealthCodeStatus
 from anfang.health_codes.authority import CurrentHealthCodes
 from anfang.health_codes.importer import SnapshotImportError, _lines, s3_objects
-from anfang.health_codes.table import CURRENT_SNAPSHOT_KEY, CurrentSnapshot, snapshot_record_key
+from anfang.health_codes.table import (
+    CURRENT_SNAPSHOT_KEY,
+    CurrentSnapshot,
+    HealthCodeRecord,
+    health_code_item,
+    snapshot_record_key,
+)
 
 
 class Body:
@@ -63,8 +70,9 @@ class FakeTable:
 T0 = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
 
 
-def _item(status: str, updated_at: dt.datetime) -> dict[str, Any]:
-    return {"status": {"S": status}, "updated_at": {"S": updated_at.isoformat()}}
+def _item(status: HealthCodeStatus, updated_at: dt.datetime) -> dict[str, Any]:
+    # the item as the table stores it (the person key is the table key; the rule reads the rest)
+    return health_code_item(HealthCodeRecord("p", status, updated_at, "delta:1"), expires_at=0)
 
 
 def test_the_authority_rule() -> None:

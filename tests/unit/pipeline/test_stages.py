@@ -97,9 +97,9 @@ def test_event_queue_sends_everything_in_calls_of_ten() -> None:
 def test_only_the_analyse_stage_imports_opencv_or_numpy() -> None:
     # The API and process functions must not carry OpenCV (Lambda's 250 MB limit).
     code = (
-        "import sys, anfang.pipeline.process, anfang.pipeline.redact, anfang.pipeline.enrich, anfang.pipeline.thumbnails, "
-        "anfang.aws.delivered_events, anfang.aws.topics, anfang.policies, anfang_ops.decrypt, anfang_ops.schemas, "
-        "anfang_ops.cli; "
+        "import sys, anfang.pipeline.process, anfang.pipeline.redact, anfang.pipeline.enrich, "
+        "anfang.pipeline.thumbnails, anfang.aws.delivered_events, anfang.aws.topics, anfang.policies, "
+        "anfang_ops.decrypt, anfang_ops.schemas, anfang_ops.cli; "
         "bad = sorted(m for m in ('cv2', 'numpy') if m in sys.modules); print(bad); sys.exit(1 if bad else 0)"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
@@ -110,14 +110,13 @@ def test_person_less_events_share_their_device_enrichment_and_persons_get_their_
     import datetime as dt
 
     from anfang.contracts import SiteView
-    from anfang.health_codes.table import HealthCodeRecord
     from anfang.pipeline.enrich import Enricher
     from tests.pipeline_events import DEVICE_ID, example_queued
     from tests.pipeline_stack import MemoryHealthCodes, MemorySites, person_key
 
     access = example_queued("access")
     now = dt.datetime.now(dt.UTC)
-    codes = MemoryHealthCodes({person_key(access.event["person"]["id_number"]): HealthCodeRecord("green", now)})
+    codes = MemoryHealthCodes.of((access.event["person"]["id_number"], "green", now))
     site = SiteView(site_id="s1", site_type="rural")
     enricher = Enricher(MemorySites({DEVICE_ID: site}), codes, person_key=person_key, stale_after_secs=60)
     events = [example_queued("alarm"), example_queued("device_status"), access, example_queued("access")]
