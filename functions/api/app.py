@@ -13,8 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 from aws_lambda_powertools import Logger
-from chalice import Chalice, Response
-from chalice.app import Request
+from chalice.app import Chalice, Request, Response
 
 from anfang.api.http import HttpResponse, json_response, problem_response
 from anfang.api.settings import ApiSettings
@@ -119,4 +118,5 @@ def _guard(handle: Callable[[], HttpResponse]) -> Response:
 
 
 def _reply(response: HttpResponse) -> Response:
-    return Response(body=response.body, status_code=response.status, headers=response.headers)
+    headers: dict[str, str | list[str]] = {**response.headers}
+    return Response(body=response.body, status_code=response.status, headers=headers)

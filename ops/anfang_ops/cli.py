@@ -260,6 +260,8 @@ def _add_registry(sub: Any) -> None:
 
 
 def _add_consumers(sub: Any) -> None:
+    from anfang_ops.stackinfo import DLQ_OUTPUTS  # noqa: PLC0415
+
     decrypt = sub.add_parser("decrypt", help="replace encrypted envelopes in NDJSON records by their values")
     decrypt.add_argument("--input", "-i", default="-", help="NDJSON records (default: stdin)")
     decrypt.add_argument("--output", "-o", default="-", help="where to write (default: stdout)")
@@ -268,7 +270,7 @@ def _add_consumers(sub: Any) -> None:
     dlq = sub.add_parser("dlq", help="dead-letter queues").add_subparsers(dest="action", required=True)
     redrive = dlq.add_parser("redrive", help="move a dead-letter queue's messages back to its source queue")
     redrive.add_argument("--stack-name", required=True)
-    redrive.add_argument("queue", choices=["analyse", "process", "gov_cloud", "police_video"])
+    redrive.add_argument("queue", choices=list(DLQ_OUTPUTS))
     redrive.add_argument("--max-messages", type=int, default=None)
     redrive.set_defaults(run=_dlq_redrive)
 

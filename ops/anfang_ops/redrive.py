@@ -10,12 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["redrive"]
+from anfang.aws.batch import Message, send_batches, sqs_sender
+
+__all__ = ["RedriveError", "redrive"]
+
+
+class RedriveError(Exception):
+    """Some messages could not be sent back (they stay in the dead-letter queue)."""
 
 
 def redrive(sqs: Any, dlq_url: str, target_url: str, *, max_messages: int | None = None) -> int:
     """Move messages from ``dlq_url`` to ``target_url`` until the DLQ looks empty; the number moved."""
     moved = 0
+    send = sqs_sender(sqs, target_url)
     while max_messages is None or moved < max_messages:
         answer = sqs.receive_message(
             QueueUrl=dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=1, MessageAttributeNames=["All"]
@@ -23,19 +30,17 @@ def redrive(sqs: Any, dlq_url: str, target_url: str, *, max_messages: int | None
         messages = answer.get("Messages", [])
         if not messages:
             return moved
-        entries = []
-        for i, message in enumerate(messages):
-            entry: dict[str, Any] = {"Id": str(i), "MessageBody": message["Body"]}
-            if message.get("MessageAttributes"):
-                entry["MessageAttributes"] = message["MessageAttributes"]
-            entries.append(entry)
-        sent = sqs.send_message_batch(QueueUrl=target_url, Entries=entries)
-        ok = {item["Id"] for item in sent.get("Successful", [])}
-        done = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages) if str(i) in ok]
+        unsent = set(
+            send_batches(send, [Message(m["MessageId"], m["Body"], m.get("MessageAttributes") or {}) for m in messages])
+        )
+        done = [
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+            for i, m in enumerate(messages)
+            if m["MessageId"] not in unsent
+        ]
         if done:
             sqs.delete_message_batch(QueueUrl=dlq_url, Entries=done)
         moved += len(done)
-        if len(done) < len(messages):
-            failed = ", ".join(f"{f['Id']}: {f.get('Code', '?')}" for f in sent.get("Failed", []))
-            raise RuntimeError(f"moved {moved}; some messages could not be sent back ({failed})")
+        if unsent:
+            raise RedriveError(f"moved {moved}; {len(unsent)} messages could not be sent back and stay in the DLQ")
     return moved

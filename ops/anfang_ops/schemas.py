@@ -67,8 +67,8 @@ def generate() -> dict[str, str]:
             "description": f"What {destination} receives, as its default policy {policy.ref} shapes it. "
             + policy.description,
         }
-    for event_type, example in example_events().items():
-        files[f"examples/{event_type}.json"] = example
+    for name, example in example_events().items():
+        files[f"examples/{name}.json"] = example
     files["openapi.json"] = openapi()
     return {path: _dump(content) for path, content in sorted(files.items())}
 

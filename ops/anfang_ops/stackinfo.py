@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from anfang.contracts.destinations import DESTINATION_INFO
+
 __all__ = ["DLQ_OUTPUTS", "StackNotFoundError", "stack_outputs"]
 
 #: ``anfang dlq redrive <queue>``: the dead-letter queue output and the queue its messages go back to.
-DLQ_OUTPUTS: Final = {
+DLQ_OUTPUTS: Final[dict[str, tuple[str, str]]] = {
     "analyse": ("AnalyseDeadLetterQueueUrl", "AnalyseQueueUrl"),
     "process": ("ProcessDeadLetterQueueUrl", "ProcessQueueUrl"),
-    "gov_cloud": ("GovCloudDeadLetterQueueUrl", "GovCloudQueueUrl"),
-    "police_video": ("PoliceVideoDeadLetterQueueUrl", "PoliceVideoQueueUrl"),
+    **{name: (info.dead_letter_output, info.queue_output) for name, info in DESTINATION_INFO.items()},
 }
 
 

@@ -14,9 +14,9 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
-from pydantic import BaseModel
 
 from anfang.api.settings import ApiSettings
+from anfang.aws.environment import FunctionSettings
 from anfang_ops import template
 from tests.api_stack import REGION, create_stack, load_app
 
@@ -85,11 +85,11 @@ def test_chalice_routes_are_the_template_api_events(api_module: ModuleType) -> N
     assert routes == events
 
 
-def _settings_model(function: template.FunctionSpec) -> type[BaseModel]:
+def _settings_model(function: template.FunctionSpec) -> type[FunctionSettings]:
     if function.name == "ApiFunction":
         return ApiSettings
     model = _module(function).Settings
-    assert issubclass(model, BaseModel)
+    assert issubclass(model, FunctionSettings)
     return model  # type: ignore[no-any-return]
 
 
@@ -97,7 +97,7 @@ def _settings_model(function: template.FunctionSpec) -> type[BaseModel]:
 def test_environment_equals_the_settings_model(name: str) -> None:
     function = FUNCTIONS[name]
     model = _settings_model(function)
-    read = {field.alias or field_name for field_name, field in model.model_fields.items()} - RUNTIME_VARIABLES
+    read = model.variables() - RUNTIME_VARIABLES
     read -= OPTIONAL_OVERRIDES
     given = set(function.environment) - RUNTIME_VARIABLES
     assert given == read, f"only in template.yaml: {sorted(given - read)}; only in the model: {sorted(read - given)}"

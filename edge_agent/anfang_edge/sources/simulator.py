@@ -12,24 +12,27 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
 from anfang.contracts import (
+    DEFAULT_IMAGE_ROLES,
     EVENT_TYPES,
     MAX_IMAGE_BYTES,
+    PERSON_PATHS,
     EventImage,
     ImageRole,
     new_event_id,
-    resident_id_check_char,
     validate_event,
 )
+from anfang.contracts.examples import example_events, example_population
 
 from ..config import SimulatorSourceConfig
 from ..errors import ConfigError, SpoolFullError
 from ..spool import Spool, SpoolItem, item_from_event
 
-__all__ = ["FixtureImages", "Simulator", "population", "simulated_event"]
+__all__ = ["FixtureImages", "Simulator", "simulated_event"]
 
 log = logging.getLogger("anfang_edge.sources.simulator")
 
@@ -64,89 +67,83 @@ class FixtureImages:
         return self._cache[role]
 
 
-_SURNAMES: Final = "王李张刘陈杨黄赵吴周"
-_GIVEN: Final = ("伟", "芳", "娜", "敏", "静", "强", "磊", "洋", "艳", "勇")
+_PEOPLE: Final = example_population()
 
 
-def population(size: int = 50, *, division: str = "330106") -> list[dict[str, str]]:
-    """The simulated residents: synthetic, checksum-valid ID numbers and mobile numbers, stable for ``size``.
-
-    Deterministic, so a demo's health commission can upload health codes for the same people the devices see.
-    """
-    people = []
-    for n in range(size):
-        born = dt.date(1950, 1, 1) + dt.timedelta(days=(n * 7919) % 20000)
-        first17 = f"{division}{born:%Y%m%d}{n % 1000:03d}"
-        people.append(
-            {
-                "name": _SURNAMES[n % 10] + _GIVEN[(n // 10) % 10],
-                "id_number": first17 + resident_id_check_char(first17),
-                "phone": f"13{n % 10}{(n * 7_654_321) % 100_000_000:08d}",
-                "resident_ref": f"{1 + n % 8}-{1 + n % 5}-{101 + n % 1700}",
-            }
-        )
-    return people
+def _vary_plate(event: dict[str, Any], rng: random.Random) -> None:
+    letters = "".join(rng.choice(_PLATE_LETTERS) for _ in range(2))
+    event["vehicle"].update(
+        plate=f"浙A{letters}{rng.randrange(1000):03d}",
+        plate_color=rng.choice(("blue", "yellow", "green")),
+        vehicle_color=rng.choice(("white", "black", "silver")),
+    )
 
 
-_PEOPLE: Final = population()
+def _vary_access(event: dict[str, Any], rng: random.Random) -> None:
+    event["access"] = {
+        "credential": rng.choice(_CREDENTIALS),
+        "result": rng.choice(("granted", "granted", "granted", "denied")),
+        "door": rng.choice(("north gate", "south gate", "unit 3 door")),
+    }
+
+
+def _vary_visitor(event: dict[str, Any], rng: random.Random) -> None:
+    event["visitor"]["host_unit"] = f"{rng.randrange(1, 9)}-{rng.randrange(1, 6)}-{rng.randrange(101, 1801)}"
+    event["visitor"]["purpose"] = rng.choice(("family visit", "delivery", "maintenance"))
+
+
+def _vary_alarm(event: dict[str, Any], rng: random.Random) -> None:
+    event["alarm"] = {
+        "kind": rng.choice(_ALARM_KINDS),
+        "severity": rng.choice(("info", "warning", "critical")),
+        "zone": rng.choice(("east fence", "car park", "lobby")),
+    }
+
+
+def _vary_status(event: dict[str, Any], rng: random.Random) -> None:
+    event["status"] = {"state": rng.choice(("online", "patrol_checkin")), "detail": "simulated"}
+
+
+#: Optional variety per event type; a type without an entry is sent as its example (so a new type needs none).
+_VARIATIONS: Final[dict[str, Callable[[dict[str, Any], random.Random], None]]] = {
+    "plate_capture": _vary_plate,
+    "access": _vary_access,
+    "visitor": _vary_visitor,
+    "alarm": _vary_alarm,
+    "device_status": _vary_status,
+}
+#: Where the fixture scene (astronaut_512.jpg) has its face, for a face capture's device-reported box.
+_FIXTURE_FACE_BOX: Final = {"x": 180, "y": 60, "w": 150, "h": 180}
 
 
 def simulated_event(
     seq: int, *, device_id: str, captured_at: dt.datetime, images: FixtureImages | None, rng: random.Random
 ) -> dict[str, Any]:
-    """The JSON of simulated event number ``seq``; the type cycles through all six event types."""
+    """The JSON of simulated event number ``seq``: the example of its type (the type cycles through all of
+    them) with fresh ids and time, fixture images for the example's image roles, a simulated resident at each
+    person path, and the type's variety if it has one. Without fixtures the examples' own tiny images go."""
     event_type = EVENT_TYPES[seq % len(EVENT_TYPES)]
-    event: dict[str, Any] = {
-        "event_id": new_event_id(int(captured_at.timestamp() * 1000)),
-        "event_type": event_type,
-        "device_id": device_id,
-        "captured_at": captured_at.isoformat(timespec="milliseconds"),
-        "direction": rng.choice(("in", "out", "unknown")),
-        "source_ref": f"sim-{seq}",
-    }
-    roles: list[ImageRole] = []
-    if event_type == "face_capture":
-        roles = ["face", "scene"] if images else []
-        if images is None:  # a face capture needs its face image; without fixtures send a status instead
-            event["event_type"] = "device_status"
-            event["status"] = {"state": "online", "detail": "simulated heartbeat"}
-        else:
-            event["face"] = {"box": {"x": 180, "y": 60, "w": 150, "h": 180}}
-    elif event_type == "plate_capture":
-        letters = "".join(rng.choice(_PLATE_LETTERS) for _ in range(2))
-        event["vehicle"] = {
-            "plate": f"浙A{letters}{rng.randrange(1000):03d}",
-            "plate_color": rng.choice(("blue", "yellow", "green")),
-            "vehicle_type": "sedan",
-            "vehicle_color": rng.choice(("white", "black", "silver")),
-        }
-        roles = ["vehicle"]
-    elif event_type == "access":
-        event["access"] = {
-            "credential": rng.choice(_CREDENTIALS),
-            "result": rng.choice(("granted", "granted", "granted", "denied")),
-            "door": rng.choice(("north gate", "south gate", "unit 3 door")),
-        }
-        event["person"] = dict(rng.choice(_PEOPLE))
-        roles = ["face"]
-    elif event_type == "visitor":
-        event["visitor"] = {
-            "host_unit": f"{rng.randrange(1, 9)}-{rng.randrange(1, 6)}-{rng.randrange(101, 1801)}",
-            "purpose": rng.choice(("family visit", "delivery", "maintenance")),
-            "visitor": {k: v for k, v in rng.choice(_PEOPLE).items() if k != "resident_ref"},
-        }
-        roles = ["person"]
-    elif event_type == "alarm":
-        event["alarm"] = {
-            "kind": rng.choice(_ALARM_KINDS),
-            "severity": rng.choice(("info", "warning", "critical")),
-            "zone": rng.choice(("east fence", "car park", "lobby")),
-        }
-        roles = ["scene"]
-    elif event_type == "device_status":
-        event["status"] = {"state": rng.choice(("online", "patrol_checkin")), "detail": "simulated"}
+    event = example_events()[event_type]  # fresh dicts: a few tiny base64 images, microseconds
+    event.update(
+        event_id=new_event_id(int(captured_at.timestamp() * 1000)),
+        device_id=device_id,
+        captured_at=captured_at.isoformat(timespec="milliseconds"),
+        direction=rng.choice(("in", "out", "unknown")),
+        source_ref=f"sim-{seq}",
+    )
+    roles = [image["role"] for image in event.get("images", [])] or [r for r in [DEFAULT_IMAGE_ROLES[event_type]] if r]
     if images is not None and roles:
         event["images"] = [images.image(role).model_dump() for role in roles]
+        if event_type == "face_capture":
+            event["face"] = {"box": dict(_FIXTURE_FACE_BOX)}
+    for *parents, leaf in PERSON_PATHS[event_type]:
+        node = event
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = dict(rng.choice(_PEOPLE))
+    vary = _VARIATIONS.get(event_type)
+    if vary is not None:
+        vary(event, rng)
     return event
 
 

@@ -26,6 +26,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from anfang.contracts import (
+    DEFAULT_IMAGE_ROLES,
     IMAGE_ROLES,
     MAX_IMAGE_BYTES,
     ContractError,
@@ -44,13 +45,6 @@ __all__ = ["WatchDir", "derive_event_id"]
 log = logging.getLogger("anfang_edge.sources.watch_dir")
 
 _TEMP_SUFFIXES: Final = (".part", ".tmp", ".filepart", ".partial", ".crdownload")
-_DEFAULT_ROLE: Final[dict[str, ImageRole]] = {
-    "face_capture": "face",
-    "access": "face",
-    "plate_capture": "vehicle",
-    "visitor": "person",
-    "alarm": "scene",
-}
 _JPEG_EOI: Final = b"\xff\xd9"
 _MAX_SIDECAR_BYTES: Final = 256 * 1024
 _MAX_PAIRS_PER_PUT: Final = 100
@@ -189,7 +183,7 @@ class WatchDir:
                 if max(ages) < self.config.orphan_secs:
                     raise _NotReadyError  # still being written (no EOI marker yet)
                 raise _BadInputError(f"{path.name}: JPEG is truncated (no end-of-image marker)")
-            actual_role = role or _DEFAULT_ROLE.get(str(obj.get("event_type")), "scene")
+            actual_role = role or DEFAULT_IMAGE_ROLES.get(str(obj.get("event_type"))) or "scene"
             if len(data) > MAX_IMAGE_BYTES:
                 raise _BadInputError(f"{path.name}: image is larger than {MAX_IMAGE_BYTES} bytes")
             try:

@@ -34,16 +34,16 @@ from anfang.contracts import (
     key_id_for,
     private_key_to_pem,
 )
+from anfang.contracts.destinations import DESTINATION_INFO, DESTINATIONS
+from anfang.contracts.examples import example_population
 from anfang_ops.towns import TownConfig, load_towns
 
 from .stack import LocalStack
 
 __all__ = ["DemoResult", "run_demo"]
 
-DESTINATIONS: Final = ("gov_cloud", "police_video")
 DEVICES_PER_SITE: Final = 2
 DEMO_TOWN: Final = "xihu-beishan"
-_QUEUE_OUTPUTS: Final = {"gov_cloud": "GovCloudQueueUrl", "police_video": "PoliceVideoQueueUrl"}
 _DLQ_OUTPUTS: Final = {
     "analyse": "AnalyseDeadLetterQueueUrl",
     "process": "ProcessDeadLetterQueueUrl",
@@ -139,14 +139,13 @@ def _signed(signer: Signer, method: str, url: str, path: str, payload: Any) -> r
 
 def _health_commission(stack: LocalStack, registry: DeviceRegistry, result: DemoResult) -> None:
     """The commission uploads a snapshot of the simulated residents and then sends a few deltas."""
-    from anfang_edge.sources.simulator import population  # noqa: PLC0415 - the simulator's residents
 
     assert stack.info is not None
     private = generate_private_key()
     info = registry.add_key(private.public_key(), role="health_commission", name="county health commission")
     signer = Signer(info.key_id, private)
     api = stack.info.api_url
-    people = population()
+    people = example_population()  # the residents the simulated devices see
     created = _signed(signer, "POST", api, "/v1/health-codes/snapshots", None)
     created.raise_for_status()
     upload = created.json()
@@ -295,8 +294,8 @@ def run_demo(
         agents = _start_agents(stack, registry, out, events, devices, fixtures)
         stream.write(f"  {len(agents)} edge agents started\n")
         sqs = client("sqs")
-        urls = {d: outputs[_QUEUE_OUTPUTS[d]] for d in DESTINATIONS}
-        files = {d: (out / f"{d}.ndjson").open("w", encoding="utf-8") for d in DESTINATIONS}
+        urls: dict[str, str] = {d: outputs[DESTINATION_INFO[d].queue_output] for d in DESTINATIONS}
+        files: dict[str, Any] = {d: (out / f"{d}.ndjson").open("w", encoding="utf-8") for d in DESTINATIONS}
         arrivals: dict[str, dict[str, Any]] = {}
         try:
             _deliver(sqs, urls, files, arrivals, agents, events, timeout_secs, _Progress(events, stream))

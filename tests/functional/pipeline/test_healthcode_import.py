@@ -29,7 +29,9 @@ from anfang.health_codes.importer import SnapshotImporter
 from anfang.health_codes.keys import person_key as keyed
 from anfang.health_codes.snapshots import SnapshotStore
 from anfang.health_codes.table import CURRENT_SNAPSHOT_KEY, HealthCodeRecord, HealthCodeTable
+from anfang.health_codes.wiring import build_importer
 from anfang.pipeline.process import Incoming, Processor
+from anfang.pipeline.process_wiring import build_processor, lookups
 from tests.pipeline_events import DEVICE_ID, example_queued, planted_event, queued, sample_planted
 from tests.pipeline_stack import PEPPER, Stack, count_calls, drain, drive, load_handler
 
@@ -82,7 +84,7 @@ def snapshot_store(stack: Stack, **kwargs: Any) -> SnapshotStore:
 @pytest.fixture
 def hc(stack: Stack) -> HealthCodes:
     settings = import_handler.Settings.model_validate(stack.env)
-    importer = import_handler.build_importer(settings, session=stack.session)
+    importer = build_importer(settings, session=stack.session)
     table = HealthCodeTable(stack.client("dynamodb"), stack.env["HEALTH_CODES_TABLE_NAME"])
     return HealthCodes(stack, importer, table, snapshot_store(stack))
 
@@ -334,7 +336,7 @@ def test_a_corrupt_or_oversized_file_fails_and_the_previous_snapshot_stays_autho
     hc: HealthCodes, body: bytes, settings: dict[str, str], error: str
 ) -> None:
     first, p, q = _authoritative(hc)
-    importer = import_handler.build_importer(hc.settings(**settings), session=hc.stack.session)
+    importer = build_importer(hc.settings(**settings), session=hc.stack.session)
     # WHEN a bad file is uploaded for a newer snapshot (where it is readable, it says P is red)
     second = hc.upload(body)
     out = hc.run(second, importer)["snapshots"][0]
@@ -397,8 +399,8 @@ def test_lookups_split_into_batches_of_100_keys(hc: HealthCodes) -> None:
 
 def _processor(stack: Stack, **env: str) -> Processor:
     settings = process_handler.Settings.model_validate({**stack.env, **env})
-    sites, health_codes, person_key = process_handler.lookups(settings, session=stack.session)
-    return process_handler.build_processor(
+    sites, health_codes, person_key = lookups(settings, session=stack.session)
+    return build_processor(
         settings, sites=sites, health_codes=health_codes, person_key=person_key, session=stack.session
     )
 
@@ -481,8 +483,8 @@ def test_enrichment_with_the_real_adapters_stays_within_the_call_budget(hc: Heal
     calls: Counter[str] = Counter()
     count_calls(stack.session, calls)  # before the clients are made, so that they carry the hook
     settings = process_handler.Settings.model_validate(stack.env)
-    sites, health_codes, person_key = process_handler.lookups(settings, session=stack.session)
-    processor = process_handler.build_processor(
+    sites, health_codes, person_key = lookups(settings, session=stack.session)
+    processor = build_processor(
         settings, sites=sites, health_codes=health_codes, person_key=person_key, session=stack.session
     )
     messages = [
@@ -502,9 +504,7 @@ def test_enrichment_with_the_real_adapters_stays_within_the_call_budget(hc: Heal
 def test_an_aws_error_is_recorded_and_raised_for_lambda_to_retry(hc: HealthCodes) -> None:
     # GIVEN an import whose health-code table cannot be written (here: the name is wrong)
     snapshot_id = hc.upload(ndjson([(resident_id(1), "green", at(1))]))
-    broken = import_handler.build_importer(
-        hc.settings(HEALTH_CODES_TABLE_NAME="no-such-table"), session=hc.stack.session
-    )
+    broken = build_importer(hc.settings(HEALTH_CODES_TABLE_NAME="no-such-table"), session=hc.stack.session)
     # WHEN S3 delivers the event, the invocation fails (Lambda retries it) with the reason on the record
     with pytest.raises(ClientError):
         hc.run(snapshot_id, broken)

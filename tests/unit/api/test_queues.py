@@ -5,6 +5,7 @@ from __future__ import annotations
 import boto3
 from botocore.stub import ANY, Stubber
 
+from anfang.aws.batch import Message, _parts
 from anfang.aws.queues import EventQueue
 
 URL = "https://sqs.us-east-1.amazonaws.com/123456789012/anfang-test-process"
@@ -32,5 +33,5 @@ def test_batches_of_ten_and_partial_failures_are_reported_by_key() -> None:
 
 def test_batches_respect_the_payload_limit() -> None:
     big = "x" * (100 * 1024)
-    batches = EventQueue._batches({f"e{n}": big for n in range(5)})
+    batches = list(_parts([Message(f"e{n}", big) for n in range(5)]))
     assert [len(batch) for batch in batches] == [2, 2, 1]

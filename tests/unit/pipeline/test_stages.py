@@ -8,9 +8,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from anfang.aws.batch import Message, string_attributes
 from anfang.aws.delivered_events import DeliveredEvents
 from anfang.aws.queues import EventQueue
-from anfang.aws.topics import Message, publish_batch
+from anfang.aws.topics import publish_batch
 
 
 class FlakyDynamo:
@@ -67,13 +68,13 @@ class PartlyFailingSns:
             raise ClientError({"Error": {"Code": "Throttling", "Message": "slow down"}}, "PublishBatch")
         entries = PublishBatchRequestEntries
         assert len(entries) <= 10
-        assert all(e["MessageAttributes"]["town"] == {"DataType": "String", "StringValue": "330106"} for e in entries)
+        assert all(e["MessageAttributes"] == {"town": {"DataType": "String", "StringValue": "330106"}} for e in entries)
         return {"Successful": [{"Id": e["Id"]} for e in entries[1:]], "Failed": [{"Id": entries[0]["Id"]}]}
 
 
 def test_publish_batch_reports_failed_entries_and_failed_calls() -> None:
     sns = PartlyFailingSns()
-    messages = [Message(id=f"m{i}", body="{}", attributes={"town": "330106", "empty": ""}) for i in range(25)]
+    messages = [Message(f"m{i}", "{}", string_attributes({"town": "330106", "empty": ""})) for i in range(25)]
     failed = publish_batch(sns, "arn:topic", messages)
     assert sns.calls == 3
     assert failed == ["m0", *[f"m{i}" for i in range(10, 20)], "m20"]

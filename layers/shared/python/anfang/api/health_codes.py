@@ -9,7 +9,6 @@ one call each (a purge scans the table).
 200
 """
 
-
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, cast

@@ -1,7 +1,6 @@
-"""Environment of the cloud functions as a pydantic model, validated once at cold start.
+"""Environment of the ingest API function (``functions/api``), validated once at cold start.
 
-Resource names come from the stack (``template.yaml`` sets them); nothing here is hard-coded to a stack.
-Names carry their unit where they have one.
+Resource names come from the stack (``template.yaml`` sets them); names carry their unit where they have one.
 
 >>> settings = ApiSettings.from_env(os.environ)
 >>> settings.devices_table_name
@@ -12,21 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
+from anfang.aws.environment import FunctionSettings, SettingsError
 from anfang.contracts.identifiers import validate_town_code
 
 __all__ = ["ApiSettings", "SettingsError"]
 
 
-class SettingsError(Exception):
-    """The environment of a function is missing or has a bad value (names the variables, never values)."""
-
-
-class ApiSettings(BaseModel):
+class ApiSettings(FunctionSettings):
     """Environment of the ingest API function (``functions/api``)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
 
     town_code: str = Field(alias="TOWN_CODE", description="administrative-division code of the stack's town")
     devices_table_name: str = Field(alias="DEVICES_TABLE_NAME", min_length=3)
@@ -78,11 +72,7 @@ class ApiSettings(BaseModel):
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ApiSettings:
         """Validate the environment; ``SettingsError`` names the bad variables (never their values)."""
-        try:
-            settings = cls.model_validate(dict(environ))
-        except ValidationError as exc:
-            bad = sorted({str(err["loc"][0]) for err in exc.errors(include_input=False)})
-            raise SettingsError("bad or missing environment variables: " + ", ".join(bad)) from None
+        settings = super().from_env(environ)
         if settings.health_codes_enabled:
             settings.require_health_codes()
         return settings

@@ -16,8 +16,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .events import (
+    DEFAULT_IMAGE_ROLES,
     EVENT_ADAPTER,
     EVENT_MODELS,
+    PERSON_PATHS,
     Access,
     AccessEvent,
     Alarm,
@@ -163,7 +165,9 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "COVERED_COMPONENTS",
     "EVENT_ADAPTER",
+    "DEFAULT_IMAGE_ROLES",
     "EVENT_MODELS",
+    "PERSON_PATHS",
     "EVENT_TYPES",
     "IMAGE_ROLES",
     "MAX_BODY_BYTES",

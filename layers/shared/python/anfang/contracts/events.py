@@ -9,7 +9,7 @@ schema and by senders.
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Any, Final, Literal, Self
+from typing import Annotated, Any, ClassVar, Final, Literal, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, TypeAdapter, ValidationError, model_validator
 
@@ -17,6 +17,7 @@ from .limits import MAX_EVENTS_PER_BATCH, MAX_IMAGE_BASE64_CHARS, MAX_IMAGES_PER
 from .media import ImageContentType, encode_image_data, sniff_content_type
 from .problems import ErrorCode
 from .types import (
+    EVENT_TYPES,
     AccessResult,
     AlarmKind,
     Credential,
@@ -24,6 +25,7 @@ from .types import (
     DeviceState,
     Direction,
     EventId,
+    EventType,
     ImageRole,
     Label,
     Mobile,
@@ -133,6 +135,8 @@ class EventBase(WireModel):
         default=None, description="the source system's own id of the record (e.g. a GA/T 1400 FaceID)"
     )
     images: list[EventImage] = Field(default_factory=list, max_length=MAX_IMAGES_PER_EVENT)
+    #: The role of an image that arrives without one (e.g. a camera's FTP upload); None: the type has no images.
+    image_role: ClassVar[ImageRole | None] = None
 
     @model_validator(mode="after")
     def _one_image_per_role(self) -> Self:
@@ -148,6 +152,7 @@ class EventBase(WireModel):
 
 class FaceCaptureEvent(EventBase):
     event_type: Literal["face_capture"]
+    image_role: ClassVar[ImageRole | None] = "face"
     face: FaceInfo | None = None
 
     @model_validator(mode="after")
@@ -161,22 +166,26 @@ class FaceCaptureEvent(EventBase):
 
 class PlateCaptureEvent(EventBase):
     event_type: Literal["plate_capture"]
+    image_role: ClassVar[ImageRole | None] = "vehicle"
     vehicle: Vehicle
 
 
 class AccessEvent(EventBase):
     event_type: Literal["access"]
+    image_role: ClassVar[ImageRole | None] = "face"
     access: Access
     person: Person | None = None
 
 
 class VisitorEvent(EventBase):
     event_type: Literal["visitor"]
+    image_role: ClassVar[ImageRole | None] = "person"
     visitor: Visit
 
 
 class AlarmEvent(EventBase):
     event_type: Literal["alarm"]
+    image_role: ClassVar[ImageRole | None] = "scene"
     alarm: Alarm
 
 
@@ -190,13 +199,40 @@ Event = Annotated[
     FaceCaptureEvent | PlateCaptureEvent | AccessEvent | VisitorEvent | AlarmEvent | DeviceStatusEvent,
     Field(discriminator="event_type"),
 ]
-EVENT_MODELS: Final[dict[str, type[EventBase]]] = {
-    "face_capture": FaceCaptureEvent,
-    "plate_capture": PlateCaptureEvent,
-    "access": AccessEvent,
-    "visitor": VisitorEvent,
-    "alarm": AlarmEvent,
-    "device_status": DeviceStatusEvent,
+
+# ---------------------------------------------------------------------------------------------------- the table
+# Everything per event type below is derived from the models in ``Event``: adding a type is a Literal value in
+# ``types.EventType``, its model here, its example and its policy rules (docs/checklists.md).
+
+
+def _event_type_of(model: type[EventBase]) -> EventType:
+    value: EventType = get_args(model.model_fields["event_type"].annotation)[0]
+    return value
+
+
+def _person_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> tuple[tuple[str, ...], ...]:
+    paths: list[tuple[str, ...]] = []
+    for name, field in model.model_fields.items():
+        for arg in (field.annotation, *get_args(field.annotation)):
+            if arg is Person:
+                paths.append((*prefix, name))
+            elif isinstance(arg, type) and issubclass(arg, WireModel) and arg is not EventImage:
+                paths.extend(_person_paths(arg, (*prefix, name)))
+    return tuple(paths)
+
+
+#: The model of every event type, in the order of ``EVENT_TYPES``.
+EVENT_MODELS: Final[dict[EventType, type[EventBase]]] = {
+    _event_type_of(model): model for model in get_args(get_args(Event)[0])
+}
+assert tuple(EVENT_MODELS) == EVENT_TYPES, "types.EventType and the Event union must name the same types"
+#: Where an event type carries an identified person (``Person``), as key paths: what enrichment looks up.
+PERSON_PATHS: Final[dict[EventType, tuple[tuple[str, ...], ...]]] = {
+    event_type: _person_paths(model) for event_type, model in EVENT_MODELS.items()
+}
+#: The role of an image that arrives without one (a camera's FTP upload), per event type; None: no images.
+DEFAULT_IMAGE_ROLES: Final[dict[str, ImageRole | None]] = {
+    event_type: model.image_role for event_type, model in EVENT_MODELS.items()
 }
 EVENT_ADAPTER: Final[TypeAdapter[Event]] = TypeAdapter(Event)
 

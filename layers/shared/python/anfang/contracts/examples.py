@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 from typing import Any, Final
 
+from .identifiers import resident_id_check_char
 from .types import EVENT_TYPES
 
 # A 16x16 JPEG and PNG, small enough for a schema example; real images live in the test fixtures.
@@ -92,3 +94,28 @@ def example_events() -> dict[str, dict[str, Any]]:
     }
     assert tuple(examples) == EVENT_TYPES
     return examples
+
+
+_SURNAMES: Final = "王李张刘陈杨黄赵吴周"
+_GIVEN: Final = ("伟", "芳", "娜", "敏", "静", "强", "磊", "洋", "艳", "勇")
+
+
+def example_population(size: int = 50, *, division: str = "330106") -> list[dict[str, str]]:
+    """The simulated residents: synthetic, checksum-valid ID numbers and mobile numbers, stable for ``size``.
+
+    Deterministic, so a demo's health commission can upload health codes for the same people the simulated
+    devices see.
+    """
+    people = []
+    for n in range(size):
+        born = dt.date(1950, 1, 1) + dt.timedelta(days=(n * 7919) % 20000)
+        first17 = f"{division}{born:%Y%m%d}{n % 1000:03d}"
+        people.append(
+            {
+                "name": _SURNAMES[n % 10] + _GIVEN[(n // 10) % 10],
+                "id_number": first17 + resident_id_check_char(first17),
+                "phone": f"13{n % 10}{(n * 7_654_321) % 100_000_000:08d}",
+                "resident_ref": f"{1 + n % 8}-{1 + n % 5}-{101 + n % 1700}",
+            }
+        )
+    return people

@@ -6,7 +6,6 @@ Secrets Manager secret (one ``GetSecretValue`` per cold start, cached by Powerto
 >>> pk = person_key(pepper, "11010519491231002x")   # same key as for "11010519491231002X"
 """
 
-
 import hashlib
 import hmac
 from typing import Any, Final
@@ -49,4 +48,3 @@ def person_key(pepper: bytes, id_number: str) -> str:
     if len(pepper) < MIN_PEPPER_BYTES:
         raise ValueError(f"the town pepper must have at least {MIN_PEPPER_BYTES} bytes")
     return hmac.new(pepper, normalise_id_number(id_number).encode("ascii"), hashlib.sha256).hexdigest()
-

@@ -12,7 +12,6 @@ presign per snapshot created, one ``GetItem`` per status read, one ``UpdateItem`
 >>> store.create(key_id="...").upload_url
 """
 
-
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -168,4 +167,3 @@ class SnapshotStore:
                 self._s3.delete_objects(Bucket=self.bucket_name, Delete={"Objects": objects, "Quiet": True})
                 deleted += len(objects)
         return deleted
-

@@ -27,8 +27,6 @@ AWS calls: BatchGetItem per 100 keys, BatchWriteItem per 25 records, a Scan per 
 1
 """
 
-
-
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
@@ -192,4 +190,3 @@ class HealthCodeTable:
 
     def _write_part(self, part: Sequence[dict[str, Any]]) -> None:
         batch_write(self._client, self.table_name, part)
-

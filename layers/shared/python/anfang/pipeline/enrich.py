@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from anfang.contracts import HealthCodeView, QueuedEvent, SiteView
+from anfang.contracts import PERSON_PATHS, EventType, HealthCodeView, QueuedEvent, SiteView
 from anfang.health_codes.table import HealthCodeRecord
 
 __all__ = ["Enricher", "Enrichment", "HealthCodeLookup", "SiteLookup", "person_id_number"]
@@ -52,9 +52,9 @@ class HealthCodeLookup(Protocol):
     def batch_get(self, person_keys: Sequence[str]) -> Mapping[str, HealthCodeRecord]: ...
 
 
-def person_id_number(event: Mapping[str, Any]) -> str | None:
-    """The resident ID number of the identified person of an event, if it has one."""
-    for path in (("person",), ("visitor", "visitor")):
+def person_id_number(event_type: EventType, event: Mapping[str, Any]) -> str | None:
+    """The resident ID number of the identified person of an event, if it has one (``PERSON_PATHS``)."""
+    for path in PERSON_PATHS[event_type]:
         node: Any = event
         for part in path:
             node = node.get(part) if isinstance(node, Mapping) else None
@@ -87,7 +87,7 @@ class Enricher:
         keys: dict[str, str] = {}
         if self._health_codes is not None:
             for event in events:
-                id_number = person_id_number(event.event)
+                id_number = person_id_number(event.event_type, event.event)
                 if id_number is not None:
                     keys[event.event_id] = self._person_key(id_number)
         codes = self._health_codes.batch_get(sorted(set(keys.values()))) if keys and self._health_codes else {}

@@ -22,8 +22,9 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
+from anfang.aws.batch import Message, string_attributes
 from anfang.aws.delivered_events import DedupeError, DeliveredEvents, EventKey
-from anfang.aws.topics import Message, publish_batch
+from anfang.aws.topics import publish_batch
 from anfang.contracts import RECORD_SCHEMA, QueuedEvent
 from anfang.pipeline.enrich import Enricher
 from anfang.pipeline.redact import DataKeys, RedactError, Redactor
@@ -147,12 +148,14 @@ class Processor:
         outgoing: dict[str, list[tuple[EventKey, Message]]] = {d: [] for d in self.deps.redactors}
         for key, (message_id, event, remaining) in todo.items():
             enrichment = enrichments[event.event_id]
-            attributes = {
-                "event_type": event.event_type,
-                "site_type": enrichment.site.site_type or UNKNOWN,
-                "town": self.deps.town,
-                "schema": RECORD_SCHEMA,
-            }
+            attributes = string_attributes(
+                {
+                    "event_type": event.event_type,
+                    "site_type": enrichment.site.site_type or UNKNOWN,
+                    "town": self.deps.town,
+                    "schema": RECORD_SCHEMA,
+                }
+            )
             try:
                 bodies = {d: self.deps.redactors[d].record_json(event, enrichment, keys) for d in remaining}
             except (RedactError, ValidationError) as exc:

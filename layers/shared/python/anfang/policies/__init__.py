@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from anfang.contracts import EVENT_MODELS, EVENT_TYPES, Box, EventType, ImageRole
+from anfang.contracts.destinations import DESTINATIONS
 
 __all__ = [
     "COMMON_PATHS",
@@ -46,8 +47,6 @@ FIELD_ACTIONS: Final[tuple[FieldAction, ...]] = get_args(FieldAction)
 IMAGE_ACTIONS: Final[tuple[ImageAction, ...]] = get_args(ImageAction)
 Kind = Literal["box", "enum", "text", "id_number", "phone", "plate", "device_id", "health_code"]
 
-#: The destinations of v1 and the file of each one's default policy.
-DESTINATIONS: Final = ("gov_cloud", "police_video")
 _HERE: Final = Path(__file__).resolve().parent
 
 # What each kind of field can take. generalize: plate → province, id_number → division (6 digits),

@@ -78,14 +78,12 @@ def pseudonymizer(secret: bytes, domain: str) -> Callable[..., str]:
     return apply
 
 
-
 def generalize(kind: str, value: str) -> str:
     if kind == "plate":
         return plate_province(value)
     if kind == "id_number":
         return value[:6]  # the administrative division of registration
     return value[:3]  # phone: the carrier prefix
-
 
 
 _EVENT_ID_SLOT: Final = "{event_id}"  # no JSON escapes: it stands for itself in the AAD
@@ -119,4 +117,3 @@ def encrypter(destination: str, field: str) -> Callable[[Any, str, DataKeys], di
         }
 
     return apply
-

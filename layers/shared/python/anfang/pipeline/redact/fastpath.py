@@ -71,4 +71,3 @@ class DictRecords:
         config = schema.get("config")
         self.validate = SchemaValidator(schema, config).validate_python
         self.to_json = SchemaSerializer(schema, config).to_json
-

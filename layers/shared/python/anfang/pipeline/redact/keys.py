@@ -61,4 +61,3 @@ class DataKeys:
             )
             self._keys[destination] = key
         return key
-

@@ -96,4 +96,3 @@ def _record_model(policy: Policy) -> type[BaseModel]:
     config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, title=f"{title}Record")
     model: type[BaseModel] = create_model(f"{title}Record", __config__=config, **fields)
     return model
-

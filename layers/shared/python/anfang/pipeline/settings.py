@@ -1,0 +1,83 @@
+"""Environments of the analyse and process functions, validated once at cold start.
+
+Only pydantic here: the analyse function (OpenCV layer, no ``cryptography``) imports this module too.
+The process function's topics and field keys are read per destination from the one destination table
+(:mod:`anfang.contracts.destinations`), so a new destination needs no new field here.
+
+>>> ProcessSettings.from_env(os.environ).topic_arns["police_video"]
+'arn:aws:sns:cn-north-1:123456789012:anfang-370322-police-video'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Self
+
+from pydantic import Field, model_validator
+
+from anfang.aws.environment import FunctionSettings
+from anfang.contracts.destinations import DESTINATION_INFO
+from anfang.contracts.types import TownCode
+
+__all__ = ["AnalyseSettings", "ProcessSettings"]
+
+
+class AnalyseSettings(FunctionSettings):
+    """Environment of the analyse function (``functions/analyse``)."""
+
+    raw_bucket: str = Field(alias="RAW_IMAGE_BUCKET_NAME", min_length=3)
+    image_bucket: str = Field(alias="IMAGE_BUCKET_NAME", min_length=3)
+    process_queue_url: str = Field(alias="PROCESS_QUEUE_URL", min_length=1)
+    dark_brightness_max: float = Field(default=40.0, alias="DARK_BRIGHTNESS_MAX")
+    overexposed_brightness_min: float = Field(default=220.0, alias="OVEREXPOSED_BRIGHTNESS_MIN")
+    blurry_sharpness_max: float = Field(default=40.0, alias="BLURRY_SHARPNESS_MAX")
+
+
+class ProcessSettings(FunctionSettings):
+    """Environment of the process function (``functions/process``)."""
+
+    town_code: TownCode = Field(alias="TOWN_CODE")
+    delivered_table: str = Field(alias="DELIVERED_EVENTS_TABLE_NAME", min_length=3)
+    delivered_ttl_secs: int = Field(default=7 * 86400, alias="DELIVERED_EVENTS_TTL_SECS", gt=0)
+    #: per destination, from ``<NAME>_TOPIC_ARN``; every destination must have one
+    topic_arns: dict[str, str] = Field(alias="TOPIC_ARNS")
+    #: per destination, from its field-key variable when set (a policy that encrypts needs one: see wiring)
+    field_key_ids: dict[str, str] = Field(default_factory=dict, alias="FIELD_KEY_IDS")
+    pseudonym_secrets_arn: str = Field(alias="PSEUDONYM_SECRET_ARN", min_length=1)
+    raw_bucket: str = Field(alias="RAW_IMAGE_BUCKET_NAME", min_length=3)
+    image_bucket: str = Field(alias="IMAGE_BUCKET_NAME", min_length=3)
+    policy_dir: Path | None = Field(default=None, alias="POLICY_DIR", description="a town's own policies")
+    devices_table: str = Field(alias="DEVICES_TABLE_NAME", min_length=3)
+    health_codes_enabled: bool = Field(default=True, alias="HEALTH_CODES_ENABLED")
+    health_codes_table: str | None = Field(default=None, alias="HEALTH_CODES_TABLE_NAME", min_length=3)
+    health_code_pepper_secret_arn: str | None = Field(default=None, alias="HEALTH_CODE_PEPPER_SECRET_ARN", min_length=1)
+    health_code_stale_hours: int = Field(default=24, alias="HEALTH_CODE_STALE_HOURS", gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _per_destination(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "TOPIC_ARNS" in data:
+            return data
+        topics = {d: data[info.topic_env] for d, info in DESTINATION_INFO.items() if data.get(info.topic_env)}
+        if len(topics) < len(DESTINATION_INFO):
+            missing = [i.topic_env for d, i in DESTINATION_INFO.items() if d not in topics]
+            raise ValueError("missing topic variables: " + ", ".join(missing))
+        keys = {
+            d: data[info.field_key_env]
+            for d, info in DESTINATION_INFO.items()
+            if info.field_key_env and data.get(info.field_key_env)
+        }
+        return {**data, "TOPIC_ARNS": topics, "FIELD_KEY_IDS": keys}
+
+    @model_validator(mode="after")
+    def _health_code_resources(self) -> Self:
+        if self.health_codes_enabled and not (self.health_codes_table and self.health_code_pepper_secret_arn):
+            raise ValueError("HEALTH_CODES_ENABLED needs HEALTH_CODES_TABLE_NAME and HEALTH_CODE_PEPPER_SECRET_ARN")
+        return self
+
+    @classmethod
+    def variables(cls) -> set[str]:
+        """The variables read: the fields' and, per destination, its topic and field-key variables."""
+        per_destination = {i.topic_env for i in DESTINATION_INFO.values()}
+        per_destination |= {i.field_key_env for i in DESTINATION_INFO.values() if i.field_key_env}
+        return (super().variables() - {"TOPIC_ARNS", "FIELD_KEY_IDS"}) | per_destination
