@@ -101,3 +101,22 @@ def test_only_the_analyse_function_carries_opencv() -> None:
     carriers = {n for n, r in functions.items() if {"Ref": "ImagingLayer"} in r["Properties"].get("Layers", [])}
     assert carriers == {"AnalyseFunction"}
     assert "opencv" not in (ROOT / "layers/deps/requirements.txt").read_text(encoding="utf-8")
+
+
+def test_every_destination_of_the_table_has_its_resources_outputs_and_topic_variable() -> None:
+    # The destination table (anfang.contracts.destinations) names the parts; forgetting one fails here.
+    from anfang.contracts.destinations import DESTINATION_INFO  # noqa: PLC0415
+
+    doc = load_template()
+    resources, outputs = doc["Resources"], doc["Outputs"]
+    process_env = resources["ProcessFunction"]["Properties"]["Environment"]["Variables"]
+    for info in DESTINATION_INFO.values():
+        for suffix in ("Topic", "Queue", "DeadLetterQueue", "Subscription", "DeadLetterAlarm"):
+            assert f"{info.title}{suffix}" in resources, f"{info.name}: no {info.title}{suffix}"
+        assert {info.queue_output, info.dead_letter_output} <= set(outputs), info.name
+        assert info.topic_env in process_env, f"{info.name}: ProcessFunction lacks {info.topic_env}"
+    assert (ROOT / "schemas/records/v1").is_dir()
+    assert {p.stem.removesuffix(".schema") for p in (ROOT / "schemas/records/v1").glob("*.schema.json")} == {
+        "record",
+        *DESTINATION_INFO,
+    }
