@@ -1,7 +1,7 @@
 """The uploader (the agent's sink): drains the spool to ``POST /v1/events`` in signed batches.
 
 Batches close on ``batch_max_events``, ``batch_max_bytes`` or ``linger_ms``; each request is signed when it
-is sent (DESIGN 4.1). Failures back off with full jitter (``retry_initial_ms`` doubling up to
+is sent (docs/api.md, "Authentication"). Failures back off with full jitter (``retry_initial_ms`` doubling up to
 ``retry_max_secs``); 429/503 ``Retry-After`` is honoured; a 401 ``signature_expired`` corrects the clock
 offset from the response ``Date`` and retries at once. Per-event results: ``accepted``/``duplicate`` leave
 the spool, ``rejected`` go to quarantine with their reason, ``retry_later`` stay. Network errors and 5xx are

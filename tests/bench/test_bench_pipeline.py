@@ -240,7 +240,7 @@ def test_d_process_batch_on_moto_with_calls_counted(benchmark: Any, monkeypatch:
             us_per_event_incl_moto=round(benchmark.stats.stats.mean / 100 * 1e6),
         )
         assert per_event <= 0.3
-        for queue in (stack.gov_queue, stack.police_queue):  # keep moto's queues small (DESIGN 6)
+        for queue in (stack.gov_queue, stack.police_queue):  # keep moto's queues small (it scans a queue per send)
             stack.client("sqs").purge_queue(QueueUrl=queue)
 
 

@@ -39,7 +39,7 @@ class LambdaContext:
 def load_handler(root: Path, function: LocalFunction) -> Callable[..., Any]:
     """Import ``<CodeUri>/<module>.py`` under a private module name and return its handler attribute.
 
-    Each function folder holds one thin module (DESIGN: handlers are wiring only), so loading by file
+    Each function folder holds one thin module (handlers are wiring only: docs/architecture.md), so loading by file
     path keeps several ``handler.py`` modules apart in one process.
     """
     module_name, _, attribute = function.handler.rpartition(".")

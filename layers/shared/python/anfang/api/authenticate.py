@@ -1,4 +1,4 @@
-"""The front door every signed route passes: body limit, signature, replay, key role (DESIGN 4.1).
+"""The front door every signed route passes: body limit, signature, replay, key role (docs/api.md, "Authentication").
 
 ``authenticate`` is the verb; the routes call it first and get the verified key back. AWS failures of the
 registry or the nonce store become ``retry_later`` (503): the client retries, nothing is half-done.

@@ -1,4 +1,6 @@
-"""The health commission's routes (DESIGN 4.6): deltas, snapshots, purge; every request signed by a partner key.
+"""The health commission's routes (docs/api.md, "Health codes"): deltas, snapshots, purge.
+
+Every request is signed by a partner key.
 
 The HTTP side of :mod:`anfang.health_codes`: authenticate, parse, answer problem+json; the table and the
 snapshot store do the rest. AWS calls: a delta batch costs BatchWriteItem calls of 25 records; the others

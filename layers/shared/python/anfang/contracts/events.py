@@ -1,4 +1,4 @@
-"""Event models v1: what devices send to ``POST /v1/events`` (DESIGN 4.3).
+"""Event models v1: what devices send to ``POST /v1/events`` (docs/api.md, "Events").
 
 Every model forbids unknown fields, so a typo can never carry data past redaction. An event carries the
 typed body of its own type and no other. Validate one event at a time with :func:`validate_event` so a bad

@@ -1,4 +1,4 @@
-"""Health-code wire models v1: what the health commission sends and gets back (DESIGN 4.6).
+"""Health-code wire models v1: what the health commission sends and gets back (docs/api.md, "Health codes").
 
 Deltas carry either the raw resident ID number (turned into a ``person_key`` by the API at once and never
 stored or logged) or a ``person_key`` the commission computed itself with the town pepper. A snapshot file

@@ -1,4 +1,4 @@
-"""Destination records (DESIGN 4.4) and the internal queue message between the API and the pipeline.
+"""Destination records (docs/records.md) and the internal queue message between the API and the pipeline.
 
 A destination record is one destination's view of an event, built by its redaction policy. This module
 describes the envelope every destination shares; the exact per-destination shape is published as

@@ -1,4 +1,4 @@
-"""The request-signing profile of anfang: RFC 9421 HTTP Message Signatures with Ed25519 (DESIGN 4.1).
+"""The request-signing profile of anfang: RFC 9421 HTTP Message Signatures with Ed25519 (docs/api.md, "Authentication").
 
 Covered components, in order: ``"@method" "@path" "content-digest" "content-type"``; parameters
 ``created``, ``keyid`` and ``nonce``; label ``sig1``; ``Content-Digest`` (RFC 9530, sha-256) over the raw
@@ -203,7 +203,9 @@ class VerifiedRequest:
 
 
 class Verifier:
-    """Verifies signed requests (DESIGN 4.1); every failure raises ``SignatureError`` with a stable code.
+    """Verifies signed requests (docs/api.md, "Authentication").
+
+    Every failure raises ``SignatureError`` with a stable code.
 
     Order: headers present and well formed → freshness → digest over the raw body → key (known, active,
     in its validity window) → signature → nonce (remembered only once the signature holds, so a forger

@@ -1,4 +1,4 @@
-"""Health codes (DESIGN 4.6): the health commission's status of identified persons, kept by keyed person id.
+"""Health codes (docs/api.md, "Health codes"): the commission's status of identified persons, by keyed id.
 
 - :mod:`.keys`: the town pepper and ``person_key`` (HMAC of the normalised ID number; raw numbers never stored);
 - :mod:`.table`: the health-code table (records, snapshot lines, the current-snapshot pointer);

@@ -1,4 +1,4 @@
-"""Person keys (DESIGN 4.6): HMAC-SHA256(town pepper, normalised resident ID number), lowercase hex.
+"""Person keys (docs/api.md, "Health codes"): HMAC-SHA256(town pepper, normalised resident ID number), lowercase hex.
 
 The raw ID number is turned into a person key on arrival and is never stored or logged. The pepper is a
 Secrets Manager secret (one ``GetSecretValue`` per cold start, cached by Powertools parameters).

@@ -1,4 +1,4 @@
-"""The health-code table (DESIGN 4.6): one record per person key, snapshot lines, the current-snapshot pointer.
+"""The health-code table (docs/api.md, "Health codes"): person records, snapshot lines, the snapshot pointer.
 
 Health-code table: partition key ``person_key`` (S); ``status`` (S: green/yellow/red), ``updated_at``
 (S, RFC 3339 UTC), ``source_version`` (S: ``delta:<unix seconds of the signed request>`` or

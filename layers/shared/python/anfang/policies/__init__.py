@@ -1,4 +1,4 @@
-"""Redaction policies (DESIGN 4.5): one versioned YAML allow-list per destination, validated at load.
+"""Redaction policies (docs/records.md): one versioned YAML allow-list per destination, validated at load.
 
 A policy names, per event type, each field path it lets through with one action and each image role with
 one image action; anything it does not name is dropped. Loading checks every path against the event models

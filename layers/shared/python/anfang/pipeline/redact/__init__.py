@@ -1,4 +1,4 @@
-"""The redact stage: each destination's record of an event, built from its policy (DESIGN 4.4, 4.5).
+"""The redact stage: each destination's record of an event, built from its policy (docs/records.md).
 
 - :mod:`.actions`: the field actions (mask, pseudonymize, generalize, encrypt);
 - :mod:`.keys`: the batch's KMS data keys;

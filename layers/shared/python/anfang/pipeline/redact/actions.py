@@ -1,4 +1,4 @@
-"""Field actions of a redaction policy: mask, pseudonymize, generalize, encrypt (DESIGN 4.5).
+"""Field actions of a redaction policy: mask, pseudonymize, generalize, encrypt (docs/records.md).
 
 Each action is bound once per policy field (key schedule, domain, associated data precomputed) and then
 costs only its transform per value. AWS calls: none here; ``encrypt`` asks :class:`DataKeys` for the

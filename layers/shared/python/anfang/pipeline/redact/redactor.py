@@ -1,4 +1,4 @@
-"""The redactor: one destination's record of an event, built from its policy (DESIGN 4.4, 4.5).
+"""The redactor: one destination's record of an event, built from its policy (docs/records.md).
 
 Allow-list projection: only what the policy names reaches the record, each value through its action
 (:mod:`.actions`). ``pseudonymize`` is HMAC-SHA256 under the destination's secret (the same value gives the
