@@ -53,8 +53,7 @@ def _queue_event(stack: Stack, event_type: str, images: dict[str, bytes], *, dec
 def test_a_batch_with_corrupt_and_hostile_images_goes_on_whole(stack: Stack, monkeypatch: Any) -> None:
     for name, value in stack.env.items():
         monkeypatch.setenv(name, value)
-    handler.settings.cache_clear()
-    handler.clients.cache_clear()
+    handler.analyser.cache_clear()
     face = image_bytes("face_crop.jpg")
     scene = image_bytes("scene_face_1920x1080.jpg")
     ids = {
@@ -102,8 +101,7 @@ def test_a_batch_with_corrupt_and_hostile_images_goes_on_whole(stack: Stack, mon
 def test_a_missing_raw_image_is_retried_then_dead_lettered(stack: Stack, monkeypatch: Any) -> None:
     for name, value in stack.env.items():
         monkeypatch.setenv(name, value)
-    handler.settings.cache_clear()
-    handler.clients.cache_clear()
+    handler.analyser.cache_clear()
     good = _queue_event(stack, "alarm", {"scene": image_bytes("scene_noface_1280x720.jpg")})
     lost = _queue_event(stack, "alarm", {"scene": image_bytes("face_crop.jpg")})
     stack.client("s3").delete_object(Bucket=stack.env["RAW_IMAGE_BUCKET_NAME"], Key=f"raw/{lost}/scene")

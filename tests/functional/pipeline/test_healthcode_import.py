@@ -20,8 +20,8 @@ from urllib.parse import quote_plus
 
 import pytest
 from botocore.exceptions import ClientError
-from pydantic import ValidationError
 
+from anfang.aws.environment import SettingsError
 from anfang.aws.registry import DeviceRegistry, Site
 from anfang.contracts import find_resident_ids, resident_id_check_char
 from anfang.health_codes.authority import CurrentHealthCodes
@@ -522,7 +522,7 @@ def test_the_lambda_entry_point_validates_its_environment_at_cold_start(
     snapshot_id = hc.upload(ndjson([(resident_id(1), "green", at(1))]))
     import_handler.importer.cache_clear()
     monkeypatch.delenv("HEALTH_CODE_SNAPSHOTS_TABLE_NAME", raising=False)
-    with pytest.raises(ValidationError, match="HEALTH_CODE_SNAPSHOTS_TABLE_NAME"):
+    with pytest.raises(SettingsError, match="HEALTH_CODE_SNAPSHOTS_TABLE_NAME"):
         import_handler.lambda_handler(s3_event(hc.bucket, SnapshotStore.object_key(snapshot_id)), LambdaContext())
     for name, value in hc.stack.env.items():
         monkeypatch.setenv(name, value)

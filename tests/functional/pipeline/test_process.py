@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 
+from anfang.aws.environment import SettingsError
 from anfang.contracts import SiteView, new_event_id
 from anfang.pipeline.process import Processor
+from anfang.pipeline.process_wiring import build_processor
 from tests.pipeline_events import DEVICE_ID, example_queued, planted_event, queued
 from tests.pipeline_stack import (
     MemoryHealthCodes,
@@ -33,7 +35,7 @@ SITES = MemorySites({DEVICE_ID: SiteView(site_id="xihu-garden", site_type="resid
 
 def _processor(stack: Stack, *, health_codes: MemoryHealthCodes | None = None, **env: str) -> Processor:
     settings = handler.Settings.model_validate({**stack.env, **env})
-    return handler.build_processor(
+    return build_processor(
         settings,
         sites=SITES,
         health_codes=health_codes or MemoryHealthCodes(),
@@ -185,10 +187,16 @@ def test_aws_calls_per_event_stay_within_budget(stack: Stack) -> None:
     assert sum(calls.values()) / 100 <= 0.3
 
 
-@pytest.mark.parametrize("missing", ["TOWN_CODE", "DELIVERED_EVENTS_TABLE_NAME", "POLICE_FIELD_KEY_ARN"])
+@pytest.mark.parametrize("missing", ["TOWN_CODE", "DELIVERED_EVENTS_TABLE_NAME", "POLICE_VIDEO_TOPIC_ARN"])
 def test_settings_are_validated_at_cold_start(stack: Stack, missing: str) -> None:
-    from pydantic import ValidationError
-
     env = {k: v for k, v in stack.env.items() if k != missing}
-    with pytest.raises(ValidationError, match=missing):
-        handler.Settings.model_validate(env)
+    with pytest.raises(SettingsError, match=missing):
+        handler.Settings.from_env(env)
+
+
+def test_a_policy_that_encrypts_needs_its_field_key_at_cold_start(stack: Stack) -> None:
+    # GIVEN the police policy encrypts names and ID numbers WHEN its KMS key is not configured
+    settings = handler.Settings.from_env({k: v for k, v in stack.env.items() if k != "POLICE_FIELD_KEY_ARN"})
+    # THEN the function does not start (rather than dead-lettering every record that carries a person)
+    with pytest.raises(SettingsError, match="police_video@.* encrypts fields: set POLICE_FIELD_KEY_ARN"):
+        build_processor(settings, SITES, MemoryHealthCodes(), person_key, session=stack.session)

@@ -42,10 +42,10 @@ class Analyser:
 
 def build_analyser(settings: AnalyseSettings, *, session: Any = None) -> Analyser:
     """The analyser of this function from its settings and a boto3 session (``AWS_ENDPOINT_URL`` honoured)."""
-    session = session or boto3.session.Session()
+    client = session.client if session is not None else boto3.client  # boto3's default session by default
     return Analyser(
-        s3=session.client("s3"),
-        queue=EventQueue(session.client("sqs"), settings.process_queue_url),
+        s3=client("s3"),
+        queue=EventQueue(client("sqs"), settings.process_queue_url),
         raw_bucket=settings.raw_bucket,
         image_bucket=settings.image_bucket,
         thresholds=Thresholds(
