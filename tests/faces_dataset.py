@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -58,6 +59,8 @@ _BACKGROUNDS: Final = (
 )
 #: The astronaut's face inside ``astronaut.png`` (x, y, w, h), cut like the LFW crops (brows to chin).
 _ASTRONAUT_FACE: Final = (172, 62, 104, 118)
+#: Pixels of replicated border around a 25x25 LFW crop: the blending ramp lies there, not on the face.
+_RIM: Final = 3
 
 SceneKind = Literal["upright", "tilted", "exif", "face_free"]
 
@@ -117,7 +120,9 @@ def face_sources() -> tuple[tuple[Any, tuple[int, int, int, int]], ...]:
     sources: list[tuple[Any, tuple[int, int, int, int]]] = []
     for grey in _lfw()[:100]:
         patch = cv2.cvtColor(np.round(grey * 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
-        sources.append((patch, (0, 0, 25, 25)))
+        # the crop is all face: a replicated rim takes the feathering, so the face's outline stays whole
+        patch = cv2.copyMakeBorder(patch, _RIM, _RIM, _RIM, _RIM, cv2.BORDER_REPLICATE)
+        sources.append((patch, (_RIM, _RIM, 25, 25)))
     astronaut = cv2.imread(str(skimage_data("astronaut.png")), cv2.IMREAD_COLOR)
     x, y, w, h = _ASTRONAUT_FACE
     mx, my = w // 3, h // 3
@@ -181,7 +186,7 @@ def _paste(
     size = (max(1, round(pw * scale)), max(1, round(ph * scale)))
     interpolation = cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA
     big = cv2.resize(patch, size, interpolation=interpolation).astype(np.float32) * gain + bias
-    alpha = _feather(size[1], size[0], 0.12)
+    alpha = _feather(size[1], size[0], 0.1)
     # where the face centre lands inside the scaled patch
     cx, cy = (fx + fw / 2) * scale, (fy + fh / 2) * scale
     matrix = cv2.getRotationMatrix2D((cx, cy), tilt, 1.0)
@@ -280,3 +285,102 @@ def build_scenes(
             orientation, jpeg = 1, _encode(image, quality)
         scenes.append(Scene(f"{kind}-{i:03d}", kind, jpeg, tuple(faces), orientation))
     return scenes
+
+
+# ---------------------------------------------------------------------------------------------------- scoring
+
+#: A detector under test: a scene in, face boxes (x, y, w, h) in the upright frame and seconds spent out.
+Detector = Callable[[Scene], tuple[list[tuple[float, float, float, float]], float]]
+
+
+@dataclass
+class Score:
+    """What a detector found on a set of scenes: a face counts as found if its centre is inside a detection."""
+
+    found: list[int]
+    total: list[int]
+    tilted: tuple[int, int] = (0, 0)
+    exif: tuple[int, int] = (0, 0)
+    false_per_face_free_scene: float = 0.0
+    false_per_face_scene: float = 0.0
+    ms_per_scene: float = 0.0
+    ms_per_scene_median: float = 0.0
+
+    def recall(self, size_bin: int) -> float:
+        return self.found[size_bin] / self.total[size_bin] if self.total[size_bin] else float("nan")
+
+    def recall_from(self, share: float) -> float:
+        """Recall over every upright face of at least this share of the long side (by bin lower edge)."""
+        bins = [i for i, (low, _) in enumerate(SIZE_BINS) if low >= share - 1e-9]
+        total = sum(self.total[i] for i in bins)
+        return sum(self.found[i] for i in bins) / total if total else float("nan")
+
+    def smallest_reliable_share(self, floor: float = 0.99) -> float | None:
+        """The lower edge of the smallest size bin from which every bin has recall >= ``floor``."""
+        smallest = None
+        for i in reversed(range(len(SIZE_BINS))):
+            if self.recall(i) < floor:
+                break
+            smallest = SIZE_BINS[i][0]
+        return smallest
+
+    def row(self, name: str) -> str:
+        """A markdown table row: name, ms/scene, recall per bin, tilted, EXIF, false detections."""
+        cells = [f"{f}/{t}" for f, t in zip(self.found, self.total, strict=True)]
+        return (
+            f"| {name} | {self.ms_per_scene_median:.1f} | "
+            + " | ".join(cells)
+            + f" | {self.tilted[0]}/{self.tilted[1]} | {self.exif[0]}/{self.exif[1]}"
+            + f" | {self.false_per_face_free_scene:.2f} | {self.false_per_face_scene:.2f} |"
+        )
+
+
+def table_header() -> str:
+    bins = " | ".join(f"{low * 100:g}-{high * 100:g}%" for low, high in SIZE_BINS)
+    cols = len(SIZE_BINS) + 6
+    return (
+        f"| detector | ms/scene | {bins} | tilted +-30 | EXIF-rotated | false / face-free scene | "
+        "false / face scene |\n" + "|---" * cols + "|"
+    )
+
+
+def _contains(box: tuple[float, float, float, float], point: tuple[float, float]) -> bool:
+    x, y, w, h = box
+    return x <= point[0] <= x + w and y <= point[1] <= y + h
+
+
+def score(scenes: list[Scene], detect: Detector) -> Score:
+    """Run ``detect`` on every scene and score it against the labels."""
+    found, total = [0] * len(SIZE_BINS), [0] * len(SIZE_BINS)
+    tilted, exif = [0, 0], [0, 0]
+    false_free = false_faces = free_scenes = face_scenes = 0
+    times = []
+    for scene in scenes:
+        boxes, seconds = detect(scene)
+        times.append(seconds)
+        for face in scene.faces:
+            hit = any(_contains(b, face.centre) for b in boxes)
+            if scene.kind == "upright":
+                found[face.size_bin] += hit
+                total[face.size_bin] += 1
+            else:
+                counter = tilted if scene.kind == "tilted" else exif
+                counter[0] += hit
+                counter[1] += 1
+        false = sum(1 for b in boxes if not any(_contains(b, f.centre) for f in scene.faces))
+        if scene.kind == "face_free":
+            false_free += false
+            free_scenes += 1
+        else:
+            false_faces += false
+            face_scenes += 1
+    return Score(
+        found=found,
+        total=total,
+        tilted=(tilted[0], tilted[1]),
+        exif=(exif[0], exif[1]),
+        false_per_face_free_scene=false_free / max(1, free_scenes),
+        false_per_face_scene=false_faces / max(1, face_scenes),
+        ms_per_scene=1000 * sum(times) / max(1, len(times)),
+        ms_per_scene_median=1000 * float(np.median(times)) if times else 0.0,
+    )
