@@ -4,7 +4,8 @@ detector (``anfang.pipeline.faces``, BlazeFace short-range through ``cv2.dnn``) 
 
 Reported per detector: recall per size bin (face width as a share of the long side; a face counts as found
 if its centre lies inside a detection), recall on faces tilted up to +-30 degrees and on EXIF-rotated scenes,
-false detections per face-free scene and per face scene, and the median ms per scene. The table is printed
+false detections per face-free scene and per face scene, and the median over scenes of the best of two
+runs in ms. The table is printed
 by ``python -m tests.bench.report`` and kept in ``bench/results.json`` (``extra_info``).
 
 Targets (issue 13): faces >= 8% of the long side all found, 5-8% >= 95%, 3-5% >= 60%, tilted and EXIF-rotated
@@ -39,13 +40,16 @@ def scenes() -> list[Scene]:
 def haar_as_analyse(scene: Scene) -> tuple[list[tuple[float, float, float, float]], float]:
     """Boxes of ``anfang.analyse`` (Haar, 480 px, 1.25, 4 neighbours); its cost is the analysis with faces
     minus the analysis without (the same decode, metrics and thumbnail)."""
-    t0 = time.perf_counter()
-    result = analyse_image(scene.jpeg, role="scene")
-    t1 = time.perf_counter()
-    analyse_image(scene.jpeg, role="scene", detect_faces=False)
-    t2 = time.perf_counter()
+    with_faces = without = float("inf")
+    for _ in range(2):  # best of two: the build machine is shared
+        t0 = time.perf_counter()
+        result = analyse_image(scene.jpeg, role="scene")
+        t1 = time.perf_counter()
+        analyse_image(scene.jpeg, role="scene", detect_faces=False)
+        t2 = time.perf_counter()
+        with_faces, without = min(with_faces, t1 - t0), min(without, t2 - t1)
     boxes = [(b.x, b.y, b.w, b.h) for b in result.analysis.faces]
-    return boxes, max(0.0, (t1 - t0) - (t2 - t1))
+    return boxes, max(0.0, with_faces - without)
 
 
 def blazeface(
@@ -60,9 +64,11 @@ def blazeface(
         default = faces.PASS_SIDES_PIXELS
         faces.PASS_SIDES_PIXELS = sides  # type: ignore[misc]
         try:
-            t0 = time.perf_counter()
-            found = faces.detect_faces(image, min_score=min_score)
-            seconds = time.perf_counter() - t0
+            seconds = float("inf")
+            for _ in range(2):  # best of two: the build machine is shared
+                t0 = time.perf_counter()
+                found = faces.detect_faces(image, min_score=min_score)
+                seconds = min(seconds, time.perf_counter() - t0)
         finally:
             faces.PASS_SIDES_PIXELS = default  # type: ignore[misc]
         return [(b.x * reduce, b.y * reduce, b.w * reduce, b.h * reduce) for b in found], seconds
@@ -73,9 +79,9 @@ def blazeface(
 DETECTORS: dict[str, Callable[[], Detector]] = {
     "Haar as in anfang.analyse (480 px, 1.25, 4 neighbours)": lambda: haar_as_analyse,
     f"BlazeFace short-range, passes {faces.PASS_SIDES_PIXELS} px, score {faces.MIN_SCORE} (chosen)": blazeface,
-    "BlazeFace short-range, passes (288, 672) px, score 0.5": lambda: blazeface((288, 672)),
-    "BlazeFace short-range, passes (288, 672) px, score 0.4": lambda: blazeface((288, 672), 0.4),
-    "BlazeFace short-range, one pass 480 px (the 1/4 decode), score 0.5": lambda: blazeface((480,), reduce=4),
+    "BlazeFace short-range, passes (288, 672) px, score 0.5": lambda: blazeface((288, 672), 0.5),
+    "BlazeFace short-range, passes (288, 768) px, score 0.4": lambda: blazeface((288, 768), 0.4),
+    "BlazeFace short-range, one pass 480 px (the 1/4 decode), score 0.4": lambda: blazeface((480,), 0.4, reduce=4),
 }
 
 
