@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 import pytest
 
-from anfang.pipeline.analyse import analyse_image
 from anfang.pipeline import faces
+from anfang.pipeline.analyse import analyse_image
 from tests.faces_dataset import Detector, Scene, build_scenes, score, table_header
 from tests.pipeline_fixtures import image_bytes
 
