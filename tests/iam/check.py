@@ -51,8 +51,14 @@ class Report:
         for function, managed in sorted(self.managed.items()):
             lines.append(f"  {function}: managed policies, not evaluated (Lambda's own): {', '.join(managed)}")
         if self.denied:
-            lines.append("denied (the role does not allow them):")
-            lines.extend(f"  {d.function}: {d.action} on {d.resource} ({d.operation}, {d.test})" for d in self.denied)
+            lines.append("denied (the role does not allow them), one example each:")
+            groups: dict[tuple[str, str, str], list[Denied]] = defaultdict(list)
+            for d in self.denied:
+                groups[(d.function, d.action, d.operation)].append(d)
+            for (function, action, operation), found in sorted(groups.items()):
+                example = found[0]
+                lines.append(f"  {function}: {action} ({operation}) x{len(found)}, e.g. on {example.resource}")
+                lines.append(f"      in {example.test or '(a fixture)'}")
         if self.unmapped:
             lines.append("operations the checker does not know (add them to tests/iam/actions.py):")
             lines.extend(f"  {u}" for u in self.unmapped)
