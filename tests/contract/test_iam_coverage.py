@@ -25,8 +25,10 @@ EXPLAINED_UNUSED: dict[Grant, str] = {
         "the fallback when DynamoDB refuses a seen-events transaction (conflict, throttling); moto never does"
     ),
     Grant(
-        "HealthcodeImportFunction", "HealthcodeImportFunctionEventInvokeConfigOnFailureSQSPolicy",
-        "sqs:SendMessage", "ImportDeadLetterQueue.Arn",
+        "HealthcodeImportFunction",
+        "HealthcodeImportFunctionEventInvokeConfigOnFailureSQSPolicy",
+        "sqs:SendMessage",
+        "ImportDeadLetterQueue.Arn",
     ): "SAM's statement for the on-failure destination: Lambda sends a failed invocation with this role",
     Grant("HealthcodeImportFunction", "HealthcodeImportFunctionRolePolicy0", "kms:GenerateDataKey", "DataKey.Arn"): (
         "the same on-failure send: the dead-letter queue is encrypted with the data key"
@@ -39,6 +41,7 @@ def test_every_recorded_call_is_allowed_by_the_functions_role(
 ) -> None:
     if not iam_recorder.calls:
         pytest.skip("no function made an AWS call in this run (run the functional and local-stack tests with it)")
+    assert not iam_recorder.errors, f"the recorder failed on some calls: {sorted(set(iam_recorder.errors))}"
     report = check(iam_recorder, Roles(ROOT))
     iam_report_sink(report)
     # THEN no function made a call its role would refuse, and the checker knew every operation

@@ -114,7 +114,7 @@ def _check_call(
     report.unmapped.extend(resource for action, resource in call.requests if action == UNMAPPED)
     candidates = sorted({i for _, resource in direct for i in owners.get(base_arn(resource), [])})
     if not candidates:
-        for action, resource in direct:
+        for action, _ in direct:
             report.foreign[f"{call.function} {action}"] += 1
         return
     keys: dict[str, str] = {}
@@ -135,6 +135,4 @@ def _check_call(
         if grants:
             report.used.update(grants)
         else:
-            report.denied.append(
-                Denied(call.function, action, resource, f"{call.service}.{call.operation}", call.test)
-            )
+            report.denied.append(Denied(call.function, action, resource, f"{call.service}.{call.operation}", call.test))

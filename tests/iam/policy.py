@@ -107,7 +107,7 @@ def label(node: Any) -> str:
     if isinstance(node, str):
         return node
     if isinstance(node, dict) and len(node) == 1:
-        (fn, arg), = node.items()
+        ((fn, arg),) = node.items()
         if fn == "Ref":
             return str(arg)
         if fn == "Fn::GetAtt":
@@ -131,7 +131,7 @@ class _Resolver:
         for name, spec in template.get("Parameters", {}).items():
             value = deployment.parameters.get(name, spec.get("Default", ""))
             if spec.get("Type") == "CommaDelimitedList":
-                value = [v for v in str(value).split(",")] if value != "" else [""]
+                value = str(value).split(",") if value != "" else [""]
             self.parameters[name] = value
         self.pseudo = {
             "AWS::Partition": self.partition,
@@ -201,7 +201,7 @@ class _Resolver:
             return node
         if len(node) != 1:
             return {k: self.value(v) for k, v in node.items()}
-        (fn, arg), = node.items()
+        ((fn, arg),) = node.items()
         if fn == "Ref":
             return self.ref(arg)
         if fn == "Fn::GetAtt":
@@ -317,7 +317,9 @@ def base_arn(resource: str) -> str:
     return resource
 
 
-def implied(service: str, operation: str, requests: Iterable[tuple[str, str]], keys: dict[str, str]) -> list[tuple[str, str]]:
+def implied(
+    service: str, operation: str, requests: Iterable[tuple[str, str]], keys: dict[str, str]
+) -> list[tuple[str, str]]:
     """The KMS requests a service makes with the caller's permissions for the resources of ``requests``."""
     actions = IMPLIED_KMS.get((service, operation), ())
     out: list[tuple[str, str]] = []

@@ -79,14 +79,14 @@ class Recorder:
         self.root = root.resolve()
         template = load_template(self.root / "template.yaml")
         self._function_dirs = {
-            os.path.join(str((self.root / spec.code_uri).resolve()), ""): name
-            for name, spec in functions_of(template).items()
+            str((self.root / spec.code_uri).resolve()) + os.sep: name for name, spec in functions_of(template).items()
         }
-        self._tests_dir = os.path.join(str(self.root / "tests"), "")
-        self._own_dir = os.path.join(str(Path(__file__).resolve().parent), "")
+        self._tests_dir = str(self.root / "tests") + os.sep
+        self._own_dir = str(Path(__file__).resolve().parent) + os.sep
         self._kinds: dict[str, tuple[str, str]] = {}
         self.calls: list[Call] = []
         self.deployments: list[Deployment] = []
+        self.errors: list[str] = []
         self._pending: dict[tuple[str, str], Deployment] = {}  # (region, stack name) -> awaiting its resources
         self._secrets: dict[str, dict[str, str]] = {}  # region -> secret name -> ARN
         self.current_test = ""
@@ -152,13 +152,25 @@ class Recorder:
 
     # ------------------------------------------------------------------------------------------ hooks
 
-    def _before(self, *, params: Any, model: Any, context: Any, tag: str, region: str, **_: Any) -> None:
+    def _before(self, **kwargs: Any) -> None:
+        try:
+            self._record(**kwargs)
+        except Exception as exc:  # the recorder must never change what a test sees; the check reports it
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+
+    def _after(self, **kwargs: Any) -> None:
+        try:
+            self._observe(**kwargs)
+        except Exception as exc:
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+
+    def _record(self, *, params: Any, model: Any, context: Any, tag: str, region: str, **_: Any) -> None:
         service = model.service_model.signing_name
         operation = model.name
         if service == "cloudformation" and operation == "CreateStack":
             self._stack_created(region, params)
             return
-        kind, function = self._attribution(sys._getframe(1))
+        kind, function = self._attribution(sys._getframe(2))
         if kind == _TEST or (kind == _OTHER and not tag):
             return
         call = Call(
@@ -175,7 +187,7 @@ class Recorder:
         with self._lock:
             self.calls.append(call)
 
-    def _after(self, *, parsed: Any, model: Any, context: Any, region: str, **_: Any) -> None:
+    def _observe(self, *, parsed: Any, model: Any, context: Any, region: str, **_: Any) -> None:
         service = model.service_model.signing_name
         operation = model.name
         if not isinstance(parsed, dict):
@@ -204,7 +216,11 @@ class Recorder:
         deployment = self._pending.pop((region, name), None)
         if deployment is None:
             return
-        deployment.physical_ids = {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources}
+        deployment.physical_ids = {
+            r["LogicalResourceId"]: r["PhysicalResourceId"]
+            for r in resources
+            if r.get("LogicalResourceId") and r.get("PhysicalResourceId")
+        }
         deployment.secrets = dict(self._secrets.get(region, {}))
         with self._lock:
             self.deployments.append(deployment)
