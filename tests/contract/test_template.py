@@ -13,6 +13,8 @@ import pytest
 
 from anfang import template
 from anfang.towns import load_towns, render_samconfig
+from tests.iam.policy import Resolver, Roles, matches
+from tests.iam.recorder import Deployment
 from tools import layers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,3 +103,71 @@ def test_only_the_analyse_function_carries_opencv() -> None:
     carriers = {n for n, r in functions.items() if {"Ref": "ImagingLayer"} in r["Properties"].get("Layers", [])}
     assert carriers == {"AnalyseFunction"}
     assert "opencv" not in (ROOT / "layers/deps/requirements.txt").read_text(encoding="utf-8")
+
+
+POLICE_ACCOUNTS = ("111111111111", "222222222222")
+GOV_ACCOUNTS = ("333333333333",)
+
+
+def _subscribe_allowed(statements: list[dict[str, Any]], account: str, protocol: str, endpoint: str) -> bool:
+    """IAM's answer to ``sns:Subscribe`` by ``account`` under a topic policy of Allow statements."""
+    for statement in statements:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        principals = statement["Principal"]["AWS"]
+        principals = principals if isinstance(principals, list) else [principals]
+        if statement["Effect"] != "Allow" or "sns:Subscribe" not in actions or account not in principals:
+            continue
+        context = {"sns:Protocol": protocol, "sns:Endpoint": endpoint}
+        satisfied = True
+        for operator, pairs in statement.get("Condition", {}).items():
+            assert operator in {"StringEquals", "StringLike"}, operator
+            for key, value in pairs.items():
+                wanted = value if isinstance(value, list) else [value]
+                if operator == "StringEquals":
+                    satisfied &= context[key] in wanted
+                else:
+                    satisfied &= any(matches(pattern, context[key]) for pattern in wanted)
+        if satisfied:
+            return True
+    return False
+
+
+@pytest.mark.parametrize(
+    ("protocol", "endpoint", "allowed"),
+    [
+        ("sqs", "arn:aws-cn:sqs:cn-north-1:{account}:police-feed", True),
+        ("lambda", "arn:aws-cn:lambda:cn-north-1:{account}:function:relay", True),
+        ("sqs", "arn:aws-cn:sqs:cn-north-1:999999999999:somebody-elses", False),
+        ("lambda", "arn:aws-cn:lambda:cn-north-1:999999999999:function:x", False),
+        ("https", "https://collector.example.com/records", False),
+        ("http", "http://10.0.0.1/records", False),
+        ("email", "someone@example.com", False),
+        ("email-json", "someone@example.com", False),
+        ("sms", "+8613800000000", False),
+        ("firehose", "arn:aws-cn:firehose:cn-north-1:{account}:deliverystream/x", False),
+        ("application", "arn:aws-cn:sns:cn-north-1:{account}:app/GCM/x", False),
+    ],
+)
+def test_consumers_may_subscribe_only_their_own_queues_and_functions(
+    protocol: str, endpoint: str, allowed: bool
+) -> None:
+    # GIVEN a town with two police consumer accounts and one gov-cloud consumer account
+    parameters = {
+        "TownCode": "330106",
+        "TownName": "Test",
+        "PoliceConsumerAccountIds": ",".join(POLICE_ACCOUNTS),
+        "GovCloudConsumerAccountIds": ",".join(GOV_ACCOUNTS),
+    }
+    deployment = Deployment(
+        "t", "cn-north-1", parameters, {"PoliceVideoTopic": "arn:aws-cn:sns:cn-north-1:1:p", "GovCloudTopic": "g"}
+    )
+    transformed = Roles(ROOT).template(deployment)
+    resolver = Resolver(transformed, deployment)
+    for topic_policy, accounts in (("PoliceVideoTopicPolicy", POLICE_ACCOUNTS), ("GovCloudTopicPolicy", GOV_ACCOUNTS)):
+        statements = resolver.value(transformed["Resources"][topic_policy]["Properties"]["PolicyDocument"])["Statement"]
+        for account in accounts:
+            # WHEN a consumer account asks to subscribe; THEN only sqs and lambda endpoints in a consumer account pass
+            answer = _subscribe_allowed(statements, account, protocol, endpoint.format(account=account))
+            assert answer is allowed, (topic_policy, account, protocol, endpoint)
+        # AND an account that is not a consumer of this destination may not subscribe at all
+        assert not _subscribe_allowed(statements, "444444444444", "sqs", "arn:aws-cn:sqs:cn-north-1:444444444444:q")

@@ -33,7 +33,7 @@ from anfang.template import load_template, transform_template
 from .actions import partition_of
 from .recorder import ACCOUNT_ID, Deployment
 
-__all__ = ["Grant", "Roles", "RenderedRole", "implied", "matches"]
+__all__ = ["Grant", "RenderedRole", "Resolver", "Roles", "implied", "matches"]
 
 # Which KMS actions a service asks for, with the caller's permissions, per (service, operation) on an SSE-KMS
 # resource (AWS documentation of each service's SSE-KMS).
@@ -119,7 +119,7 @@ def label(node: Any) -> str:
     return json.dumps(node, sort_keys=True)
 
 
-class _Resolver:
+class Resolver:
     """Intrinsic functions of the transformed template, resolved for one deployment."""
 
     def __init__(self, template: dict[str, Any], deployment: Deployment) -> None:
@@ -224,6 +224,8 @@ class _Resolver:
             return self.condition(arg)
         if fn == "Fn::Join":
             return str(arg[0]).join(str(v) for v in self.value(arg[1]))
+        if fn == "Fn::Split":
+            return str(self.value(arg[1])).split(str(arg[0]))
         return {fn: self.value(arg)}
 
 
@@ -249,7 +251,7 @@ class Roles:
     def render(self, deployment: Deployment) -> tuple[dict[str, RenderedRole], dict[str, str]]:
         """Each function's role resolved for ``deployment``, and each encrypted resource's KMS key ARN."""
         template = self.template(deployment)
-        resolver = _Resolver(template, deployment)
+        resolver = Resolver(template, deployment)
         roles: dict[str, RenderedRole] = {}
         resources = template["Resources"]
         for name, resource in resources.items():
@@ -279,7 +281,7 @@ class Roles:
         return roles, self._keys(resources, resolver)
 
     @staticmethod
-    def _keys(resources: dict[str, Any], resolver: _Resolver) -> dict[str, str]:
+    def _keys(resources: dict[str, Any], resolver: Resolver) -> dict[str, str]:
         """ARN of each SSE-KMS bucket, queue, topic and secret -> the ARN of its key."""
         keys: dict[str, str] = {}
         for logical, resource in resources.items():
