@@ -109,11 +109,11 @@ class Recorder:
             recorder._hook(client)
             return client
 
-        botocore.session.Session.create_client = create_client  # type: ignore[method-assign]
+        botocore.session.Session.create_client = create_client
 
     def uninstall(self) -> None:
         if self._original is not None:
-            botocore.session.Session.create_client = self._original  # type: ignore[method-assign]
+            botocore.session.Session.create_client = self._original
             self._original = None
 
     def _hook(self, client: Any) -> None:
