@@ -171,3 +171,50 @@ def test_consumers_may_subscribe_only_their_own_queues_and_functions(
             assert answer is allowed, (topic_policy, account, protocol, endpoint)
         # AND an account that is not a consumer of this destination may not subscribe at all
         assert not _subscribe_allowed(statements, "444444444444", "sqs", "arn:aws-cn:sqs:cn-north-1:444444444444:q")
+
+
+def test_logs_are_kept_six_months_and_the_api_is_protected_by_default() -> None:
+    source = load_template()
+    parameters = source["Parameters"]
+    # GIVEN the template's defaults: logs kept at least 180 days (Cybersecurity Law art. 21)
+    assert int(parameters["LogRetentionDays"]["Default"]) >= 180
+    # THEN the API function has reserved concurrency and a per-key budget without any parameter set
+    base = {"TownCode": "330106", "TownName": "Test"}
+    deployment = Deployment("t", "cn-north-1", base, {"ApiFunction": "f", "IngestApi": "api123"})
+    transformed = Roles(ROOT).template(deployment)
+    resolver = Resolver(transformed, deployment)
+    api = transformed["Resources"]["ApiFunction"]["Properties"]
+    assert int(resolver.value(api["ReservedConcurrentExecutions"])) > 0
+    assert int(resolver.value(api["Environment"]["Variables"]["KEY_RATE_LIMIT_REQUESTS"])) > 0
+    # AND the WAF web ACL is off unless asked for
+    assert not resolver.condition("HasApiWaf")
+
+
+def test_the_optional_waf_limits_rate_per_ip_and_sizes_and_runs_the_managed_common_rules() -> None:
+    parameters = {"TownCode": "330106", "TownName": "Test", "ApiWafEnabled": "true", "ApiWafRateLimit": "3000"}
+    deployment = Deployment("t", "cn-north-1", parameters, {"IngestApi": "api123"})
+    transformed = Roles(ROOT).template(deployment)
+    resolver = Resolver(transformed, deployment)
+    assert resolver.condition("HasApiWaf")
+    resources = transformed["Resources"]
+    acl = resolver.value(resources["ApiWebAcl"]["Properties"])
+    rules = {rule["Name"]: rule for rule in acl["Rules"]}
+    # THEN the first rule is a per-source-IP rate limit answered with 429
+    first = min(acl["Rules"], key=lambda rule: rule["Priority"])
+    assert first["Statement"]["RateBasedStatement"] == {"Limit": "3000", "AggregateKeyType": "IP"}
+    assert first["Action"]["Block"]["CustomResponse"]["ResponseCode"] == 429
+    # AND paths and query strings have size limits, and AWS's common rule set runs (its 8 KB body rule counts only)
+    sizes = rules["size-limits"]["Statement"]["OrStatement"]["Statements"]
+    assert {next(iter(s["SizeConstraintStatement"]["FieldToMatch"])) for s in sizes} == {"UriPath", "QueryString"}
+    common = rules["aws-common-rule-set"]["Statement"]["ManagedRuleGroupStatement"]
+    assert common["Name"] == "AWSManagedRulesCommonRuleSet"
+    assert common["RuleActionOverrides"] == [{"Name": "SizeRestrictions_BODY", "ActionToUse": {"Count": {}}}]
+    # AND it is associated with the API's prod stage and logs to a WAF log group
+    association = resources["ApiWebAclAssociation"]["Properties"]
+    assert association["WebACLArn"] == {"Fn::GetAtt": ["ApiWebAcl", "Arn"]}
+    assert (
+        resolver.value(association["ResourceArn"]) == "arn:aws-cn:apigateway:cn-north-1::/restapis/api123/stages/prod"
+    )
+    assert resources["ApiWebAclAssociation"]["DependsOn"] in ("IngestApiprodStage", ["IngestApiprodStage"])
+    assert "IngestApiprodStage" in resources
+    assert resources["ApiWafLogs"]["Properties"]["LogGroupName"]["Fn::Sub"].startswith("aws-waf-logs-")
