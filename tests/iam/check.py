@@ -38,6 +38,8 @@ class Report:
     granted: set[Grant] = field(default_factory=set)
     managed: dict[str, tuple[str, ...]] = field(default_factory=dict)
     deployments: int = 0
+    complete: bool = False  # a complete run judges unused grants; a partial one only lists them
+    explanations: dict[Grant, str] = field(default_factory=dict)  # why an unused grant stays
 
     @property
     def unused(self) -> list[Grant]:
@@ -66,8 +68,11 @@ class Report:
             lines.append("requests on resources the template does not define (made by a test's own setup):")
             lines.extend(f"  {k}: {n}" for k, n in sorted(self.foreign.items()))
         unused = self.unused
-        lines.append(f"granted but not exercised by any test: {len(unused)}")
-        lines.extend(f"  {g.function}: {g.action} on {g.resource} ({g.policy})" for g in unused)
+        judged = "each must be explained" if self.complete else "listed only: a partial run"
+        lines.append(f"granted but not exercised by any test: {len(unused)} ({judged})")
+        for g in unused:
+            why = self.explanations.get(g, "not explained")
+            lines.append(f"  {g.function}: {g.action} on {g.resource} ({g.policy}): {why}")
         return "\n".join(lines)
 
 
