@@ -54,6 +54,7 @@ _AUTH: Final = (
     ErrorCode.SIGNATURE_MISSING,
     ErrorCode.FORBIDDEN_ROLE,
     ErrorCode.PAYLOAD_TOO_LARGE,
+    ErrorCode.RATE_LIMITED,
     ErrorCode.RETRY_LATER,
 )
 _BODY: Final = (ErrorCode.MALFORMED_JSON, ErrorCode.PAYLOAD_INVALID, ErrorCode.UNSUPPORTED_MEDIA_TYPE)
@@ -130,9 +131,12 @@ def _problem_responses(codes: tuple[ErrorCode, ...]) -> dict[str, Any]:
         by_status[403] = sorted({*by_status.get(403, []), ErrorCode.FORBIDDEN_ROLE.value})
     out: dict[str, Any] = {}
     for status, names in sorted(by_status.items()):
+        headers = {"Date": {"schema": {"type": "string"}, "description": "server time (fix clock skew)"}}
+        if status == ErrorCode.RATE_LIMITED.http_status:
+            headers["Retry-After"] = {"schema": {"type": "integer"}, "description": "seconds until this key may send"}
         out[str(status)] = {
             "description": "problem+json with code " + ", ".join(sorted(names)),
-            "headers": {"Date": {"schema": {"type": "string"}, "description": "server time (fix clock skew)"}},
+            "headers": headers,
             "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
     return out

@@ -13,6 +13,8 @@ import pytest
 
 from anfang_ops import template
 from anfang_ops.towns import load_towns, render_samconfig
+from tests.iam.policy import Resolver, Roles, matches
+from tests.iam.recorder import Deployment
 from tools import layers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,3 +122,118 @@ def test_every_destination_of_the_table_has_its_resources_outputs_and_topic_vari
         "record",
         *DESTINATION_INFO,
     }
+
+
+POLICE_ACCOUNTS = ("111111111111", "222222222222")
+GOV_ACCOUNTS = ("333333333333",)
+
+
+def _subscribe_allowed(statements: list[dict[str, Any]], account: str, protocol: str, endpoint: str) -> bool:
+    """IAM's answer to ``sns:Subscribe`` by ``account`` under a topic policy of Allow statements."""
+    for statement in statements:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        principals = statement["Principal"]["AWS"]
+        principals = principals if isinstance(principals, list) else [principals]
+        if statement["Effect"] != "Allow" or "sns:Subscribe" not in actions or account not in principals:
+            continue
+        context = {"sns:Protocol": protocol, "sns:Endpoint": endpoint}
+        satisfied = True
+        for operator, pairs in statement.get("Condition", {}).items():
+            assert operator in {"StringEquals", "StringLike"}, operator
+            for key, value in pairs.items():
+                wanted = value if isinstance(value, list) else [value]
+                if operator == "StringEquals":
+                    satisfied &= context[key] in wanted
+                else:
+                    satisfied &= any(matches(pattern, context[key]) for pattern in wanted)
+        if satisfied:
+            return True
+    return False
+
+
+@pytest.mark.parametrize(
+    ("protocol", "endpoint", "allowed"),
+    [
+        ("sqs", "arn:aws-cn:sqs:cn-north-1:{account}:police-feed", True),
+        ("lambda", "arn:aws-cn:lambda:cn-north-1:{account}:function:relay", True),
+        ("sqs", "arn:aws-cn:sqs:cn-north-1:999999999999:somebody-elses", False),
+        ("lambda", "arn:aws-cn:lambda:cn-north-1:999999999999:function:x", False),
+        ("https", "https://collector.example.com/records", False),
+        ("http", "http://10.0.0.1/records", False),
+        ("email", "someone@example.com", False),
+        ("email-json", "someone@example.com", False),
+        ("sms", "+8613800000000", False),
+        ("firehose", "arn:aws-cn:firehose:cn-north-1:{account}:deliverystream/x", False),
+        ("application", "arn:aws-cn:sns:cn-north-1:{account}:app/GCM/x", False),
+    ],
+)
+def test_consumers_may_subscribe_only_their_own_queues_and_functions(
+    protocol: str, endpoint: str, allowed: bool
+) -> None:
+    # GIVEN a town with two police consumer accounts and one gov-cloud consumer account
+    parameters = {
+        "TownCode": "330106",
+        "TownName": "Test",
+        "PoliceConsumerAccountIds": ",".join(POLICE_ACCOUNTS),
+        "GovCloudConsumerAccountIds": ",".join(GOV_ACCOUNTS),
+    }
+    deployment = Deployment(
+        "t", "cn-north-1", parameters, {"PoliceVideoTopic": "arn:aws-cn:sns:cn-north-1:1:p", "GovCloudTopic": "g"}
+    )
+    transformed = Roles(ROOT).template(deployment)
+    resolver = Resolver(transformed, deployment)
+    for topic_policy, accounts in (("PoliceVideoTopicPolicy", POLICE_ACCOUNTS), ("GovCloudTopicPolicy", GOV_ACCOUNTS)):
+        statements = resolver.value(transformed["Resources"][topic_policy]["Properties"]["PolicyDocument"])["Statement"]
+        for account in accounts:
+            # WHEN a consumer account asks to subscribe; THEN only sqs and lambda endpoints in a consumer account pass
+            answer = _subscribe_allowed(statements, account, protocol, endpoint.format(account=account))
+            assert answer is allowed, (topic_policy, account, protocol, endpoint)
+        # AND an account that is not a consumer of this destination may not subscribe at all
+        assert not _subscribe_allowed(statements, "444444444444", "sqs", "arn:aws-cn:sqs:cn-north-1:444444444444:q")
+
+
+def test_logs_are_kept_six_months_and_the_api_is_protected_by_default() -> None:
+    source = load_template()
+    parameters = source["Parameters"]
+    # GIVEN the template's defaults: logs kept at least 180 days (Cybersecurity Law art. 21)
+    assert int(parameters["LogRetentionDays"]["Default"]) >= 180
+    # THEN the API function has reserved concurrency and a per-key budget without any parameter set
+    base = {"TownCode": "330106", "TownName": "Test"}
+    deployment = Deployment("t", "cn-north-1", base, {"ApiFunction": "f", "IngestApi": "api123"})
+    transformed = Roles(ROOT).template(deployment)
+    resolver = Resolver(transformed, deployment)
+    api = transformed["Resources"]["ApiFunction"]["Properties"]
+    assert int(resolver.value(api["ReservedConcurrentExecutions"])) > 0
+    assert int(resolver.value(api["Environment"]["Variables"]["KEY_RATE_LIMIT_REQUESTS"])) > 0
+    # AND the WAF web ACL is off unless asked for
+    assert not resolver.condition("HasApiWaf")
+
+
+def test_the_optional_waf_limits_rate_per_ip_and_sizes_and_runs_the_managed_common_rules() -> None:
+    parameters = {"TownCode": "330106", "TownName": "Test", "ApiWafEnabled": "true", "ApiWafRateLimit": "3000"}
+    deployment = Deployment("t", "cn-north-1", parameters, {"IngestApi": "api123"})
+    transformed = Roles(ROOT).template(deployment)
+    resolver = Resolver(transformed, deployment)
+    assert resolver.condition("HasApiWaf")
+    resources = transformed["Resources"]
+    acl = resolver.value(resources["ApiWebAcl"]["Properties"])
+    rules = {rule["Name"]: rule for rule in acl["Rules"]}
+    # THEN the first rule is a per-source-IP rate limit answered with 429
+    first = min(acl["Rules"], key=lambda rule: rule["Priority"])
+    assert first["Statement"]["RateBasedStatement"] == {"Limit": "3000", "AggregateKeyType": "IP"}
+    assert first["Action"]["Block"]["CustomResponse"]["ResponseCode"] == 429
+    # AND paths and query strings have size limits, and AWS's common rule set runs (its 8 KB body rule counts only)
+    sizes = rules["size-limits"]["Statement"]["OrStatement"]["Statements"]
+    assert {next(iter(s["SizeConstraintStatement"]["FieldToMatch"])) for s in sizes} == {"UriPath", "QueryString"}
+    common = rules["aws-common-rule-set"]["Statement"]["ManagedRuleGroupStatement"]
+    assert common["Name"] == "AWSManagedRulesCommonRuleSet"
+    assert common["RuleActionOverrides"] == [{"Name": "SizeRestrictions_BODY", "ActionToUse": {"Count": {}}}]
+    # AND it is associated with the API's prod stage and logs to a WAF log group
+    association = resources["ApiWebAclAssociation"]["Properties"]
+    assert association["WebACLArn"] == {"Fn::GetAtt": ["ApiWebAcl", "Arn"]}
+    assert (
+        resolver.value(association["ResourceArn"]) == "arn:aws-cn:apigateway:cn-north-1::/restapis/api123/stages/prod"
+    )
+    assert resources["ApiWebAclAssociation"]["DependsOn"] in ("IngestApiprodStage", ["IngestApiprodStage"])
+    assert "IngestApiprodStage" in resources
+    assert resources["ApiWafLogs"]["Properties"]["LogGroupName"]["Fn::Sub"].startswith("aws-waf-logs-")

@@ -6,7 +6,7 @@ The template is transformed (SAM → CloudFormation) and split three ways:
   CloudFormation, so names, ARNs and outputs come out of the same template a town deploys;
 - what moto's CloudFormation does not implement is created with boto3: secrets before the stack (their ARNs
   are substituted where the template refers to them), SNS subscriptions after it; resource policies are
-  not enforced by moto and are skipped;
+  not enforced by moto and are skipped, as is the API's optional WAF web ACL;
 - what runs in-process locally (functions, layers, roles, event source mappings, the REST API, log groups,
   alarms) is not deployed; its configuration (environment, batch sizes, triggers) is returned instead, with
   every environment value resolved by moto as an extra stack output.
@@ -42,7 +42,17 @@ IN_PROCESS: Final = frozenset(
         "AWS::CloudWatch::Alarm",
     }
 )
-NOT_ENFORCED: Final = frozenset({"AWS::SQS::QueuePolicy", "AWS::S3::BucketPolicy", "AWS::SNS::TopicPolicy"})
+# Resource policies and the API's web ACL: moto enforces neither, so the local stack skips them.
+NOT_ENFORCED: Final = frozenset(
+    {
+        "AWS::SQS::QueuePolicy",
+        "AWS::S3::BucketPolicy",
+        "AWS::SNS::TopicPolicy",
+        "AWS::WAFv2::WebACL",
+        "AWS::WAFv2::WebACLAssociation",
+        "AWS::WAFv2::LoggingConfiguration",
+    }
+)
 
 
 @dataclass(frozen=True)

@@ -48,8 +48,14 @@ def test_nonce_and_seen_items_carry_their_ttls(client: Client, device: Device, s
     assert client.http.post("/v1/events", headers=signed(device.signer, "POST", "/v1/events", body), body=body)
     ddb = aws.client("dynamodb")
     now = time.time()
-    (nonce,) = ddb.scan(TableName=stack.names["nonces"])["Items"]
+    items = ddb.scan(TableName=stack.names["nonces"])["Items"]
+    (nonce,) = [item for item in items if not item["pk"]["S"].startswith("rate#")]
     assert 590 <= int(nonce["expires_at"]["N"]) - now <= 610
+    # the key's request counter of this 10 s window goes a minute after the window
+    (counter,) = [item for item in items if item["pk"]["S"].startswith(f"rate#{device.info.key_id}#")]
+    window_start = int(counter["pk"]["S"].rsplit("#", 1)[1])
+    assert window_start % 10 == 0 and window_start <= now < window_start + 11
+    assert counter["requests"]["N"] == "1" and int(counter["expires_at"]["N"]) == window_start + 10 + 60
     (seen,) = ddb.scan(TableName=stack.names["seen"])["Items"]
     assert int(seen["expires_at"]["N"]) - now >= 30 * 86_400
     assert seen["key_id"]["S"] == device.info.key_id

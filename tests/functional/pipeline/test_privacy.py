@@ -88,6 +88,10 @@ def test_default_policies_keep_planted_identifiers_where_they_belong(moto_kms: A
         gov_text = json.dumps(gov, ensure_ascii=False)
         assert _leaks(gov_text, p) == [], (event_type, gov)
         assert all(image["role"] != "face" for image in gov["images"])
+        # ... not even partly: no masked name or phone (a surname or 7 of 11 digits is a quasi-identifier)
+        for person in (gov.get("person", {}), gov.get("visitor", {}).get("visitor", {})):
+            assert not {"name", "phone"} & set(person), (event_type, person)
+        assert p.phone[:3] + "****" + p.phone[-4:] not in gov_text and p.name[0] + "*" not in gov_text, gov
         assert all("/derived/thumbnail_faces_blurred/" in image["ref"] for image in gov["images"])
 
         # police_video: the person's name, ID and phone only inside envelopes

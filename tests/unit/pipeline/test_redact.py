@@ -29,7 +29,7 @@ def _gov() -> Redactor:
 def test_default_policies_load_and_name_their_versions() -> None:
     policies = default_policies()
     assert {name: policy.ref for name, policy in policies.items()} == {
-        "gov_cloud": "gov_cloud@1",
+        "gov_cloud": "gov_cloud@2",
         "police_video": "police_video@1",
     }
     assert policies["police_video"].field_action("access", "person.id_number") == "encrypt"
@@ -101,13 +101,13 @@ def test_gov_cloud_access_record_shape() -> None:
     enrichment = Enrichment(site=SiteView(site_id="s1", site_type="rural"), health_code=health)
     # WHEN the gov cloud's record is built
     record = json.loads(_gov().record_json(queued, enrichment, DataKeys(NoKms(), {})))
-    # THEN identifiers are pseudonymised, display fields masked, the colour kept
-    assert record["person"]["name"] == "张*"
-    assert record["person"]["phone"] == "138****5678"
+    # THEN identifiers are pseudonymised, names and phone numbers dropped (not even masked), the colour kept
+    assert set(record["person"]) == {"id_number", "resident_ref"}
     assert record["person"]["id_number"] == pseudonym(SECRET, "id_number", "11010519491231002X")
+    assert "张" not in json.dumps(record, ensure_ascii=False) and "5678" not in json.dumps(record)
     assert record["access"]["credential"] == "card" and record["access"]["door"].startswith("pn_")
     assert record["health_code"] == {"status": "green", "as_of": "2026-11-29T00:30:00Z", "stale": False}
-    assert record["redaction"] == {"policy": "gov_cloud@1"}
+    assert record["redaction"] == {"policy": "gov_cloud@2"}
     assert record["direction"] == "in" and record["town"] == TOWN
     # AND only face-blurred thumbnails of the non-face images travel, by reference
     assert sorted(image["role"] for image in record["images"]) == ["person", "scene"]

@@ -80,7 +80,11 @@ def problem_response(
 
 def error_response(exc: ContractError) -> HttpResponse:
     """The problem+json response of a typed error (its ``detail`` never carries payload values)."""
-    return problem_response(exc.code, exc.detail)
+    response = problem_response(exc.code, exc.detail)
+    retry_after = getattr(exc, "retry_after_secs", None)  # rate_limited says when to come back
+    if isinstance(retry_after, int):
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 def require_json_content_type(headers: Mapping[str, str]) -> None:

@@ -46,6 +46,10 @@ class ApiSettings(FunctionSettings):
     registry_cache_ttl_secs: float = Field(default=30.0, ge=0, le=3600, alias="REGISTRY_CACHE_TTL_SECS")
     seen_events_ttl_days: int = Field(default=35, ge=30, le=366, alias="SEEN_EVENTS_TTL_DAYS")
     image_upload_concurrency: int = Field(default=8, ge=1, le=64, alias="IMAGE_UPLOAD_CONCURRENCY")
+    key_rate_limit_requests: int = Field(
+        default=0, ge=0, alias="KEY_RATE_LIMIT_REQUESTS", description="per signing key and window; 0: no budget"
+    )
+    key_rate_window_secs: int = Field(default=10, ge=1, le=3600, alias="KEY_RATE_WINDOW_SECS")
     metrics_namespace: str = Field(default="anfang", alias="POWERTOOLS_METRICS_NAMESPACE")
     service_name: str = Field(default="anfang-api", alias="POWERTOOLS_SERVICE_NAME")
 

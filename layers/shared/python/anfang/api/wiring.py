@@ -17,6 +17,7 @@ import boto3
 from aws_lambda_powertools import Metrics
 from botocore.config import Config
 
+from anfang.api.rate_limit import KeyRateLimiter
 from anfang.api.health_codes import HealthCodeApi
 from anfang.api.ingest import EventIngest
 from anfang.api.settings import ApiSettings
@@ -69,7 +70,15 @@ def build_api(settings: ApiSettings, *, session: Any = None, metrics: Any = None
         town_code=settings.town_code,
         cache_ttl_secs=settings.registry_cache_ttl_secs,
     )
-    verifier = Verifier(registry, DynamoNonceStore(dynamodb, settings.nonces_table_name))
+    # the per-key budget wraps the nonce store: counted only for requests whose signature verified
+    nonces = KeyRateLimiter(
+        DynamoNonceStore(dynamodb, settings.nonces_table_name),
+        dynamodb,
+        settings.nonces_table_name,
+        limit=settings.key_rate_limit_requests,
+        window_secs=settings.key_rate_window_secs,
+    )
+    verifier = Verifier(registry, nonces)
     ingest = EventIngest(
         verifier=verifier,
         images=RawImageStore(

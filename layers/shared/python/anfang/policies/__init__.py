@@ -6,7 +6,7 @@ and every action against what the field can take, so a typo fails at cold start,
 
 >>> policy = load_policy("gov_cloud")
 >>> policy.ref, policy.field_action("access", "person.id_number")
-('gov_cloud@1', 'pseudonymize')
+('gov_cloud@2', 'pseudonymize')
 """
 
 from __future__ import annotations
