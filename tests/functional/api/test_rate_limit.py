@@ -19,8 +19,8 @@ import pytest
 from chalice.test import Client
 
 from anfang.api.rate_limit import COUNTER_PREFIX, KeyRateLimiter, RateLimitedError
-from anfang.contracts import MemoryNonceStore
 from anfang.aws.registry import DeviceRegistry
+from anfang.contracts import MemoryNonceStore
 from tests.api_stack import (
     APP_DIR,
     OTHER_DEVICE_ID,

@@ -17,9 +17,9 @@ import boto3
 from aws_lambda_powertools import Metrics
 from botocore.config import Config
 
-from anfang.api.rate_limit import KeyRateLimiter
 from anfang.api.health_codes import HealthCodeApi
 from anfang.api.ingest import EventIngest
+from anfang.api.rate_limit import KeyRateLimiter
 from anfang.api.settings import ApiSettings
 from anfang.aws.metrics import PowertoolsMetrics, StageMetrics
 from anfang.aws.nonces import DynamoNonceStore
