@@ -58,20 +58,21 @@ def as_packaged(template: dict[str, Any]) -> dict[str, Any]:
     return packaged
 
 
-class _NoManagedPolicies:
-    """The translator asks IAM for managed policy ARNs; the template names none and there is no network."""
-
-    def load(self) -> dict[str, str]:
-        return {}
-
-
 def transform_template(template: dict[str, Any], parameters: dict[str, str], region: str) -> dict[str, Any]:
-    """The SAM transform of ``template`` (packaged first) into plain CloudFormation."""
-    import boto3  # noqa: PLC0415 - only the transform needs it
-    from samtranslator.translator.transform import transform  # noqa: PLC0415 - a dev/local dependency
+    """The SAM transform of ``template`` (packaged first) into plain CloudFormation, for ``region``.
 
-    session = boto3.session.Session(region_name=region)
-    result: dict[str, Any] = transform(as_packaged(template), parameters, _NoManagedPolicies(), session)
+    The translator is built here rather than through ``samtranslator``'s ``transform()``, which takes no boto3
+    session: the region (and so the partition, ``aws-cn`` in China) would come from the environment instead.
+    Managed policies are named by ARN in the template, so the translator never asks IAM for them.
+    """
+    import boto3  # noqa: PLC0415 - only the transform needs it
+    from samtranslator.parser.parser import Parser  # noqa: PLC0415 - a dev/local dependency
+    from samtranslator.translator.translator import Translator  # noqa: PLC0415
+
+    translator = Translator(None, Parser(), boto_session=boto3.session.Session(region_name=region))
+    result: dict[str, Any] = translator.translate(
+        as_packaged(template), parameter_values=dict(parameters), get_managed_policy_map=dict
+    )
     return result
 
 

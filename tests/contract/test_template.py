@@ -237,3 +237,14 @@ def test_the_optional_waf_limits_rate_per_ip_and_sizes_and_runs_the_managed_comm
     assert resources["ApiWebAclAssociation"]["DependsOn"] in ("IngestApiprodStage", ["IngestApiprodStage"])
     assert "IngestApiprodStage" in resources
     assert resources["ApiWafLogs"]["Properties"]["LogGroupName"]["Fn::Sub"].startswith("aws-waf-logs-")
+
+
+def test_the_transform_takes_the_region_it_is_given_not_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN a China town and an environment that names another region
+    town = next(t for t in TOWNS if t.town.region.startswith("cn-"))
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    output = template.transform_template(load_template(), town.parameter_overrides(), town.town.region)
+    # THEN the ARNs SAM writes are in the town's partition
+    text = str(output["Resources"])
+    assert "arn:aws-cn:" in text or "AWS::Partition" in text
+    assert "arn:aws:" not in text
