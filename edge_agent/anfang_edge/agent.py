@@ -35,7 +35,14 @@ class Agent:
     def __init__(self, config: AgentConfig, *, private_key: Ed25519PrivateKey | None = None) -> None:
         self.config = config
         key = private_key or read_private_key(config.resolve_private_key_file())
-        self.spool = Spool(config.spool_path, max_bytes=config.spool_max_bytes, when_full=config.when_full)
+        self.spool = Spool(
+            config.spool_path,
+            max_bytes=config.spool_max_bytes,
+            when_full=config.when_full,
+            allowed_devices=config.key_devices,
+        )
+        if config.key_devices is None:
+            log.warning("key_device_ids is not set: events for devices the key may not send for are not refused")
         self.uploader = Uploader(self.spool, UploaderSettings.from_config(config), key)
         self.sources: list[Source] = [build_source(s, self.spool, index=i) for i, s in enumerate(config.sources)]
         self.stop_event = threading.Event()

@@ -71,6 +71,8 @@ class Deviation(StrEnum):
     INVALID_FACE_BOX = "invalid_face_box"
     PLATE_COLOR_INFERRED = "plate_color_inferred"
     REJECTED_ITEM = "rejected_item"
+    #: Not a deviation but a refusal: an object naming a device the posting camera may not upload for.
+    FORBIDDEN_DEVICE = "forbidden_device"
 
 
 class JsonInt(str):
