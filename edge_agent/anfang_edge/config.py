@@ -102,11 +102,12 @@ class _ListenerConfig(_Model):
     #: The request's head and body together must arrive within this (slow-drip clients are cut off).
     request_timeout_secs: float = Field(default=60.0, gt=0, le=3600)
     max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
-    #: Bodies held in memory at once by all workers of this listener (503 / Device Busy past it).
-    max_inflight_body_bytes: int = Field(default=32 * 1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024)
-    workers: int = Field(default=8, ge=1, le=256)
-    max_connections: int = Field(default=64, ge=1, le=10_000)
-    max_connections_per_address: int = Field(default=16, ge=1, le=10_000)
+    #: Bodies held in memory at once by all workers of this listener (503 / Device Busy past it). Parsing
+    #: holds a few copies of each, so the agent's worst case is about 50 MB + 5 x this per listener.
+    max_inflight_body_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024)
+    workers: int = Field(default=16, ge=1, le=256)
+    max_connections: int = Field(default=128, ge=1, le=10_000)
+    max_connections_per_address: int = Field(default=8, ge=1, le=10_000)
 
     @model_validator(mode="after")
     def _explicit_all_interfaces(self) -> _ListenerConfig:
@@ -296,8 +297,8 @@ class Gat1400SourceConfig(_ListenerConfig):
 
     type: Literal["gat1400"]
     listen_port: int = Field(default=1400, ge=0, le=65535)
-    #: A list of a few objects with full-size scene images is several MiB of base64.
-    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    #: A list of a few objects with full-size scene images (each image at most 1 MiB) is several MiB of base64.
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     #: This view library's own 20-digit id (answered by /VIID/System/Time).
     server_id: str = Field(default="00000000005030000001", pattern=r"^[0-9]{20}$")
     realm: str = Field(default="anfang-edge", min_length=1, max_length=64, pattern=r'^[^"\\]+$')

@@ -59,7 +59,7 @@ from anfang.contracts.problems import PROBLEM_TYPE_PREFIX
 from ..config import HttpSourceConfig
 from ..errors import SpoolFullError
 from ..spool import Spool, SpoolItem, item_from_event
-from .listener import BoundedHandler, BoundedHTTPServer
+from .listener import BodyRefusal, BoundedHandler, BoundedHTTPServer
 
 __all__ = ["DEVICE_HEADER", "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "HttpSource", "sign_request"]
 
@@ -80,7 +80,7 @@ _REFUSAL_CODES: Final = {
 }
 
 
-def sign_request(secret: bytes, method: str, path: str, device_id: str, timestamp: int, body: bytes) -> str:
+def sign_request(secret: bytes, method: str, path: str, device_id: str, timestamp: int, body: bytes | bytearray) -> str:
     """The ``X-Anfang-Signature`` value of a request (what a device computes; the gateway recomputes it)."""
     message = f"{method}\n{path}\n{device_id}\n{timestamp}\n{hashlib.sha256(body).hexdigest()}".encode()
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
@@ -161,7 +161,7 @@ class _Handler(BoundedHandler):
             self.refuse_body(length)
             return
         raw = self.read_body(length)
-        if not isinstance(raw, bytes):
+        if isinstance(raw, BodyRefusal):
             self.refuse_body(raw)
             return
         device_id, timestamp = claim.device_id, claim.timestamp

@@ -11,7 +11,8 @@ What it bounds, for every connection and request:
   ``Content-Length`` is required, one value, digits only (411/400: no chunked bodies, no ``-1``); bodies in
   flight across all workers are capped at ``max_inflight_body_bytes`` (503 while that budget is spent);
 - order: the source authenticates a request on its headers *before* its body is read; a refused body is
-  discarded (at most 64 KiB, for half a second, so the client reads the answer instead of a reset), never kept.
+  never buffered or parsed, only drained to nowhere in 8 KiB reads (so the client reads the answer instead
+  of a TCP reset), within the request deadline and ``max_body_bytes``.
 
 Why not a framework: the agent installs the contracts and the standard library only (no ASGI server on a
 gateway), and ``http.server`` gives the parsing; what it lacks is exactly the bounds above, added here.
@@ -49,7 +50,7 @@ log = logging.getLogger("anfang_edge.sources.listener")
 
 #: What a buffered reader may pull past the request head (one read-ahead chunk).
 _READ_AHEAD: Final = io.DEFAULT_BUFFER_SIZE
-#: A refused request's body is discarded up to this much, so the client sees the answer, not a TCP reset.
+#: How much of a refused body larger than max_body_bytes is drained before the connection is closed.
 _DISCARD_MAX_BYTES: Final = 64 * 1024
 _DISCARD_SECS: Final = 0.5
 _MAX_LENGTH_DIGITS: Final = 18
@@ -61,12 +62,12 @@ class ListenerLimits:
 
     max_body_bytes: int = 5 * 1024 * 1024
     max_header_bytes: int = 32 * 1024
-    max_inflight_body_bytes: int = 32 * 1024 * 1024
+    max_inflight_body_bytes: int = 16 * 1024 * 1024
     idle_timeout_secs: float = 10.0
     request_timeout_secs: float = 60.0
-    workers: int = 8
-    max_connections: int = 64
-    max_connections_per_address: int = 16
+    workers: int = 16
+    max_connections: int = 128
+    max_connections_per_address: int = 8
 
 
 class ListenerCounters:
@@ -130,12 +131,14 @@ class _RequestTooLargeError(Exception):
 class _DeadlineReader(io.RawIOBase):
     """The socket's read side with a per-read timeout, a deadline for the whole request and a byte cap."""
 
-    def __init__(self, sock: socket.socket, idle_timeout_secs: float) -> None:
+    def __init__(self, sock: socket.socket, idle_timeout_secs: float, first_byte_by: float = math.inf) -> None:
         super().__init__()
         self._sock = sock
         self._idle = idle_timeout_secs
         self.deadline = math.inf
         self.allowance = 0
+        #: A connection that waited in the queue for a worker has used up that much of its idle time.
+        self._first_byte_by = first_byte_by
 
     def arm(self, deadline: float, allowance: int) -> None:
         self.deadline, self.allowance = deadline, allowance
@@ -150,8 +153,12 @@ class _DeadlineReader(io.RawIOBase):
         if self.allowance <= 0:
             raise _RequestTooLargeError
         view = memoryview(buffer).cast("B")
-        self._sock.settimeout(min(self._idle, remaining))
+        wait = min(self._idle, remaining)
+        if self._first_byte_by != math.inf:
+            wait = min(wait, max(0.01, self._first_byte_by - time.monotonic()))
+        self._sock.settimeout(wait)
         n = self._sock.recv_into(view[: min(len(view), self.allowance)])
+        self._first_byte_by = math.inf
         self.allowance -= n
         return n
 
@@ -189,6 +196,7 @@ class BoundedHTTPServer(HTTPServer):
         self._lock = threading.Lock()
         self._per_address: Counter[str] = Counter()
         self._open: set[socket.socket] = set()
+        self._accepted_at: dict[socket.socket, float] = {}
         self._closing = False
         super().__init__(address, handler)
 
@@ -198,6 +206,12 @@ class BoundedHTTPServer(HTTPServer):
     def open_connections(self) -> int:
         with self._lock:
             return len(self._open)
+
+    def idle_deadline(self, request: Any) -> float:
+        """When a connection must have sent its first byte: its idle timeout counts from the accept."""
+        with self._lock:
+            accepted = self._accepted_at.get(request)
+        return math.inf if accepted is None else accepted + self.limits.idle_timeout_secs
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         host = str(client_address[0])
@@ -210,6 +224,7 @@ class BoundedHTTPServer(HTTPServer):
                 reason = "connections_per_address_full"
             else:
                 self._open.add(request)
+                self._accepted_at[request] = time.monotonic()
                 self._per_address[host] += 1
                 return True
         self.counters.bump(reason)
@@ -242,6 +257,7 @@ class BoundedHTTPServer(HTTPServer):
     def _release(self, request: Any, client_address: Any) -> None:
         host = str(client_address[0])
         with self._lock:
+            self._accepted_at.pop(request, None)
             if request in self._open:
                 self._open.discard(request)
                 self._per_address[host] -= 1
@@ -280,7 +296,9 @@ class BoundedHandler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         self.connection = self.request
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
-        self._reader = _DeadlineReader(self.connection, self.server.limits.idle_timeout_secs)
+        self._reader = _DeadlineReader(
+            self.connection, self.server.limits.idle_timeout_secs, self.server.idle_deadline(self.request)
+        )
         self.rfile = io.BufferedReader(self._reader, _READ_AHEAD)
         self.wfile = self.connection.makefile("wb", 0)
         # writes (sendall) give up after the idle timeout too: a client that never reads cannot hold a worker
@@ -335,11 +353,21 @@ class BoundedHandler(BaseHTTPRequestHandler):
         self._discard_body()
 
     def _discard_body(self) -> None:
+        """Drain a refused request's body to nowhere, so the client reads the answer instead of a reset.
+
+        Nothing is kept (one read-ahead buffer is reused) and nothing is parsed. A body within ``max_body_bytes``
+        is drained whole within the request deadline (a camera whose registration lapsed must see its 401, or
+        it never registers again); a larger one only up to 64 KiB for half a second.
+        """
         declared = self.headers.get("Content-Length", "") if self.headers else ""
-        if not declared.isdigit() or len(declared) > _MAX_LENGTH_DIGITS:
+        if not declared.isascii() or not declared.isdigit() or len(declared) > _MAX_LENGTH_DIGITS:
             return
-        left = min(int(declared), _DISCARD_MAX_BYTES)
-        self._reader.arm(time.monotonic() + _DISCARD_SECS, left)
+        length = int(declared)
+        if length <= self.server.limits.max_body_bytes:
+            left, deadline = length, min(self._reader.deadline, time.monotonic() + self.server.limits.idle_timeout_secs)
+        else:
+            left, deadline = _DISCARD_MAX_BYTES, time.monotonic() + _DISCARD_SECS
+        self._reader.arm(deadline, left + _READ_AHEAD)
         with contextlib.suppress(OSError, TimeoutError, _RequestTooLargeError, ValueError):
             while left > 0:
                 chunk = self.rfile.read1(min(left, _READ_AHEAD))
@@ -361,7 +389,7 @@ class BoundedHandler(BaseHTTPRequestHandler):
             return BodyRefusal(413, "body_too_large", f"the body exceeds {cap} bytes")
         return int(text)
 
-    def read_body(self, length: int) -> bytes | BodyRefusal:
+    def read_body(self, length: int) -> bytearray | BodyRefusal:
         """Read exactly ``length`` bytes within the request deadline, inside the listener's memory budget.
 
         The bytes stay reserved in the budget until the request is answered (parsing holds copies of them).
@@ -370,13 +398,21 @@ class BoundedHandler(BaseHTTPRequestHandler):
             return BodyRefusal(503, "busy", "the gateway is busy; retry")
         self._reserved = length
         self._reader.allowance = length + _READ_AHEAD
+        # read into one buffer of the final size: no list of chunks joined into a second copy
+        body = bytearray(length)
+        view = memoryview(body)
+        got = 0
         try:
-            body = self.rfile.read(length)
+            while got < length:
+                n = self.rfile.readinto(view[got:])
+                if not n:
+                    break
+                got += n
         except TimeoutError:
             return BodyRefusal(408, "timeout", "the body did not arrive in time", unread=False)
         except (OSError, _RequestTooLargeError):
             return BodyRefusal(400, "connection_error", "the connection failed while reading the body", unread=False)
-        if len(body) != length:
+        if got != length:
             return BodyRefusal(400, "body_truncated", "the body is shorter than its Content-Length", unread=False)
         return body
 

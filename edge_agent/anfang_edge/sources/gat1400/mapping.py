@@ -81,7 +81,7 @@ class JsonInt(str):
     __slots__ = ()
 
 
-def loads(raw: bytes) -> Any:
+def loads(raw: bytes | bytearray) -> Any:
     """Parse a VIID+JSON body; integers stay exact as :class:`JsonInt` strings."""
     return json.loads(raw, parse_int=JsonInt)
 

@@ -40,7 +40,7 @@ from anfang.contracts import event_error, new_event_id, validate_event
 from ...config import Gat1400DeviceConfig, Gat1400SourceConfig
 from ...errors import SpoolFullError
 from ...spool import Spool, SpoolItem, item_from_event
-from ..listener import BoundedHandler, BoundedHTTPServer
+from ..listener import BodyRefusal, BoundedHandler, BoundedHTTPServer
 from .digest import DigestAuth, DigestError, parse_authorization
 from .mapping import (
     CST,
@@ -170,7 +170,7 @@ class _Handler(BoundedHandler):
             self.refuse_body(length)
             return
         raw = self.read_body(length)
-        if not isinstance(raw, bytes):
+        if isinstance(raw, BodyRefusal):
             self.refuse_body(raw)
             return
         self._send(source.handle_post(path, raw, principal))
@@ -387,7 +387,7 @@ class Gat1400Source:
             return self._challenge(path, 401, "Digest authentication required for this device", device_id)
         return Principal(device_id, peer)
 
-    def handle_post(self, path: str, raw: bytes, principal: Principal) -> Reply:
+    def handle_post(self, path: str, raw: bytes | bytearray, principal: Principal) -> Reply:
         """Answer one authenticated POST (the HTTP layer only moves bytes)."""
         if path in ("/VIID/System/Register", "/VIID/System/UnRegister"):
             return self._register(path, raw, principal)
@@ -397,7 +397,7 @@ class Gat1400Source:
             return self._list(path, raw, principal)
         return self.error(path, 404, StatusCode.INVALID_OPERATION, "no such resource", "")
 
-    def _body(self, path: str, raw: bytes, root: str) -> dict[str, Any] | Reply:
+    def _body(self, path: str, raw: bytes | bytearray, root: str) -> dict[str, Any] | Reply:
         try:
             doc = loads(raw)
         except (ValueError, UnicodeDecodeError, RecursionError):
@@ -425,7 +425,7 @@ class Gat1400Source:
             )
         return device_id
 
-    def _register(self, path: str, raw: bytes, principal: Principal) -> Reply:
+    def _register(self, path: str, raw: bytes | bytearray, principal: Principal) -> Reply:
         unregister = path.endswith("UnRegister")
         root = "UnRegisterObject" if unregister else "RegisterObject"
         inner = self._body(path, raw, root)
@@ -454,7 +454,7 @@ class Gat1400Source:
         )
         return self.error(path, 200, StatusCode.OK, _OK, device_id)
 
-    def _keepalive(self, path: str, raw: bytes, principal: Principal) -> Reply:
+    def _keepalive(self, path: str, raw: bytes | bytearray, principal: Principal) -> Reply:
         inner = self._body(path, raw, "KeepaliveObject")
         if isinstance(inner, Reply):
             return inner
@@ -470,7 +470,7 @@ class Gat1400Source:
             path, 401, StatusCode.INVALID_OPERATION, "device is not registered (or its keepalive lapsed)", device_id
         )
 
-    def _list(self, path: str, raw: bytes, principal: Principal) -> Reply:
+    def _list(self, path: str, raw: bytes | bytearray, principal: Principal) -> Reply:
         device_id = principal.device_id
         root, key, mapper = _LISTS[path]
         inner = self._body(path, raw, root)
