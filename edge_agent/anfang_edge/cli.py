@@ -213,7 +213,8 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     if derived != config.key_id:
         raise AgentError(f"key_id {config.key_id} does not match the private key (its key id is {derived})")
     if config.key_device_ids is None:
-        print("anfang-edge: warning: key_device_ids is not set; events are not checked against the key", file=sys.stderr)
+        warning = "key_device_ids is not set; events are not checked against the key"
+        print(f"anfang-edge: warning: {warning}", file=sys.stderr)
     print(f"{args.config}: ok ({len(config.sources)} sources, api {config.api_url})")
     return 0
 
