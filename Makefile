@@ -10,7 +10,7 @@ TOOLS_VENV ?= .venv-tools
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
 EXTRAS ?= cloud,edge,imaging,dev
 
-.PHONY: help venv test lint typecheck pytest demo bench schemas deploy clean
+.PHONY: help venv test lint typecheck pytest demo bench fuzz schemas deploy clean
 
 help:
 	@echo "make demo     run the whole system locally (sets up .venv)"
@@ -52,6 +52,10 @@ bench: $(STAMP)
 	mkdir -p bench
 	$(BIN)/pytest -q tests/bench --benchmark-only --benchmark-min-rounds=25 --benchmark-json=bench/results.json
 	$(BIN)/python -m tests.bench.report bench/results.json
+
+# The edge agent's fuzz targets (GA/T 1400 mapping, Digest parser) at 100,000 cases each; make test runs 300.
+fuzz: $(STAMP)
+	ANFANG_FUZZ_EXAMPLES=$${ANFANG_FUZZ_EXAMPLES:-100000} $(BIN)/pytest -q -p no:cacheprovider tests/unit/edge/test_fuzz.py
 
 schemas: $(STAMP)
 	$(BIN)/python -m anfang_ops.schemas schemas

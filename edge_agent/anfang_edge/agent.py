@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .config import AgentConfig
 from .keyfile import read_private_key
+from .memory import limit_heap_growth
 from .sources import Source, build_source
 from .spool import Spool
 from .systemd import notify, watchdog_interval_secs
@@ -34,8 +35,16 @@ class Agent:
 
     def __init__(self, config: AgentConfig, *, private_key: Ed25519PrivateKey | None = None) -> None:
         self.config = config
+        limit_heap_growth()  # large request bodies must not stay in per-thread arenas
         key = private_key or read_private_key(config.resolve_private_key_file())
-        self.spool = Spool(config.spool_path, max_bytes=config.spool_max_bytes, when_full=config.when_full)
+        self.spool = Spool(
+            config.spool_path,
+            max_bytes=config.spool_max_bytes,
+            when_full=config.when_full,
+            allowed_devices=config.key_devices,
+        )
+        if config.key_devices is None:
+            log.warning("key_device_ids is not set: events for devices the key may not send for are not refused")
         self.uploader = Uploader(self.spool, UploaderSettings.from_config(config), key)
         self.sources: list[Source] = [build_source(s, self.spool, index=i) for i, s in enumerate(config.sources)]
         self.stop_event = threading.Event()

@@ -1,4 +1,4 @@
-"""``anfang-edge``: keys, run, status, spool and config commands.
+"""``anfang-edge``: keys, run, status, spool, watch-dir and config commands.
 
 Bad input exits non-zero with one readable line on stderr (``anfang-edge: error: ...``).
 """
@@ -19,10 +19,11 @@ from anfang.contracts import key_id_for, public_key_to_pem, public_key_to_text
 
 from . import __version__
 from .agent import Agent
-from .config import DEFAULT_CONFIG_PATH, AgentConfig, SimulatorSourceConfig, load_config
+from .config import DEFAULT_CONFIG_PATH, AgentConfig, SimulatorSourceConfig, WatchDirSourceConfig, load_config
 from .errors import AgentError
 from .keyfile import read_private_key, write_new_private_key
 from .sources.simulator import FixtureImages
+from .sources.watch_dir import purge_done
 from .spool import Spool
 
 __all__ = ["main"]
@@ -70,8 +71,15 @@ def _parser() -> argparse.ArgumentParser:
     retry = with_config(spool.add_parser("retry", help="move quarantined events back to the outbox"))
     retry.add_argument("event_ids", nargs="*", help="only these events (default: all)")
     purge = with_config(spool.add_parser("purge", help="delete the quarantine"))
+    purge.add_argument(
+        "--older-than-hours", type=float, help="only events quarantined longer ago (default: the whole quarantine)"
+    )
     purge.add_argument("--all", action="store_true", help="also delete every undelivered event (needs --yes)")
     purge.add_argument("--yes", action="store_true")
+
+    watch = sub.add_parser("watch-dir", help="watch_dir folders").add_subparsers(dest="watch_command", required=True)
+    done = with_config(watch.add_parser("purge", help="delete spooled files from done/ past done_retention_hours"))
+    done.add_argument("--older-than-hours", type=float, help="instead of done_retention_hours (0: everything)")
 
     config = sub.add_parser("config", help="configuration").add_subparsers(dest="config_command", required=True)
     with_config(config.add_parser("check", help="validate the config file and the key it names"))
@@ -81,7 +89,13 @@ def _parser() -> argparse.ArgumentParser:
 def _open_spool(config: AgentConfig, *, readonly: bool = False) -> Spool:
     if not config.spool_path.exists():
         raise AgentError(f"no spool at {config.spool_path} (has the agent run yet?)")
-    return Spool(config.spool_path, max_bytes=config.spool_max_bytes, when_full=config.when_full, readonly=readonly)
+    return Spool(
+        config.spool_path,
+        max_bytes=config.spool_max_bytes,
+        when_full=config.when_full,
+        readonly=readonly,
+        allowed_devices=config.key_devices,
+    )
 
 
 def _print_key(key_file: Path, as_json: bool) -> None:
@@ -156,9 +170,26 @@ def _cmd_spool(args: argparse.Namespace) -> int:
         return 0
     if args.all and not args.yes:
         raise AgentError("spool purge --all deletes undelivered events; add --yes to confirm")
+    if args.older_than_hours is not None and (args.older_than_hours < 0 or args.all):
+        raise AgentError("--older-than-hours must be >= 0 and cannot be combined with --all")
+    older_than = None if args.older_than_hours is None else time.time() - args.older_than_hours * 3600
     with _open_spool(config) as spool:
-        deleted = spool.purge(outbox=args.all)
+        deleted = spool.purge(outbox=args.all, older_than=older_than)
     print(f"{deleted} events deleted")
+    return 0
+
+
+def _cmd_watch_dir(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    folders = [s for s in config.sources if isinstance(s, WatchDirSourceConfig)]
+    if not folders:
+        raise AgentError(f"{args.config} has no watch_dir source")
+    if args.older_than_hours is not None and args.older_than_hours < 0:
+        raise AgentError("--older-than-hours must be >= 0")
+    for source in folders:
+        hours = source.done_retention_hours if args.older_than_hours is None else args.older_than_hours
+        deleted = purge_done(source.path / "done", older_than=time.time() - hours * 3600)
+        print(f"{source.path / 'done'}: {deleted} files deleted")
     return 0
 
 
@@ -181,6 +212,9 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     derived = key_id_for(key.public_key())
     if derived != config.key_id:
         raise AgentError(f"key_id {config.key_id} does not match the private key (its key id is {derived})")
+    if config.key_device_ids is None:
+        warning = "key_device_ids is not set; events are not checked against the key"
+        print(f"anfang-edge: warning: {warning}", file=sys.stderr)
     print(f"{args.config}: ok ({len(config.sources)} sources, api {config.api_url})")
     return 0
 
@@ -202,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_status(args)
         if args.command == "spool":
             return _cmd_spool(args)
+        if args.command == "watch-dir":
+            return _cmd_watch_dir(args)
         return _cmd_config_check(args)
     except AgentError as exc:
         print(f"anfang-edge: error: {exc}", file=sys.stderr)

@@ -7,28 +7,45 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import stat
 import tomllib
 from pathlib import Path
-from typing import Annotated, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    IPvAnyNetwork,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from anfang.contracts import MAX_BODY_BYTES, MAX_EVENTS_PER_BATCH, validate_device_id
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .sources.listener import ListenerLimits
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "AgentConfig",
     "Gat1400DeviceConfig",
     "Gat1400SourceConfig",
+    "HttpDeviceConfig",
     "HttpSourceConfig",
     "SimulatorSourceConfig",
     "SourceConfig",
     "WatchDirSourceConfig",
+    "check_private_file",
     "default_fixtures_dir",
     "load_config",
+    "read_secret_file",
 ]
 
 DEFAULT_CONFIG_PATH: Final = Path("/etc/anfang-edge/agent.toml")
@@ -36,6 +53,103 @@ DEFAULT_CONFIG_PATH: Final = Path("/etc/anfang-edge/agent.toml")
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+#: Listen addresses that mean "every interface"; allowed only with ``listen_all_interfaces = true``.
+_ALL_INTERFACES: Final = frozenset({"", "0.0.0.0", "::", "[::]", "*"})
+
+
+def _credentials_path(path: Path) -> Path:
+    """A relative path in ``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredential=``) when it is there."""
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not path.is_absolute() and credentials and (Path(credentials) / path).exists():
+        return Path(credentials) / path
+    return path
+
+
+def check_private_file(path: Path, what: str) -> None:
+    """Refuse a secret file that its group or others may read or write (as ssh refuses such keys)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"{what} {path} is accessible by group or others (mode {stat.S_IMODE(mode):04o}); chmod 600 it"
+        )
+
+
+def read_secret_file(path: Path, what: str) -> str:
+    """The text of a secret file (trailing newline dropped), refused unless only its owner may read it."""
+    path = _credentials_path(path)
+    check_private_file(path, what)
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
+
+
+class _ListenerConfig(_Model):
+    """What every LAN listener shares: where it binds and the bounds of ``sources.listener``."""
+
+    listen_host: str = "127.0.0.1"
+    #: The largest request body accepted (413 past it), checked on Content-Length before reading.
+    max_body_bytes: int = Field(default=MAX_BODY_BYTES, ge=1024, le=64 * 1024 * 1024)
+    #: Binding to every interface (0.0.0.0, ::) must be asked for explicitly; prefer the LAN address.
+    listen_all_interfaces: bool = False
+    #: How long one read may wait, and how long an idle keep-alive connection stays open.
+    idle_timeout_secs: float = Field(default=10.0, gt=0, le=600)
+    #: The request's head and body together must arrive within this (slow-drip clients are cut off).
+    request_timeout_secs: float = Field(default=60.0, gt=0, le=3600)
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
+    #: Bodies held in memory at once by all workers of this listener (503 / Device Busy past it). Parsing
+    #: holds a few copies of each, so the agent's worst case is about 50 MB + 5 x this per listener.
+    max_inflight_body_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024)
+    workers: int = Field(default=16, ge=1, le=256)
+    max_connections: int = Field(default=128, ge=1, le=10_000)
+    max_connections_per_address: int = Field(default=8, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _explicit_all_interfaces(self) -> _ListenerConfig:
+        if self.listen_host.strip() in _ALL_INTERFACES and not self.listen_all_interfaces:
+            raise ValueError(
+                f"listen_host {self.listen_host!r} binds every interface; give the LAN address,"
+                " or set listen_all_interfaces = true"
+            )
+        if self.max_inflight_body_bytes < self.max_body_bytes:
+            raise ValueError("max_inflight_body_bytes must be at least max_body_bytes")
+        return self
+
+    def limits(self) -> ListenerLimits:
+        """The listener's bounds."""
+        from .sources.listener import ListenerLimits  # noqa: PLC0415 - config must not import the sources
+
+        return ListenerLimits(
+            max_body_bytes=self.max_body_bytes,
+            max_header_bytes=self.max_header_bytes,
+            max_inflight_body_bytes=self.max_inflight_body_bytes,
+            idle_timeout_secs=self.idle_timeout_secs,
+            request_timeout_secs=self.request_timeout_secs,
+            workers=self.workers,
+            max_connections=self.max_connections,
+            max_connections_per_address=self.max_connections_per_address,
+        )
+
+
+def _allowed(address: str, allow_from: list[IPvAnyNetwork]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in allow_from)
+
+
+def _check_device_ids(ids: list[str]) -> list[str]:
+    for device_id in ids:
+        validate_device_id(device_id)
+    return ids
 
 
 def default_fixtures_dir() -> Path | None:
@@ -63,6 +177,10 @@ class SimulatorSourceConfig(_Model):
     fixtures_dir: Path | None = Field(default_factory=default_fixtures_dir)
     seed: int | None = None
 
+    def device_ids(self) -> set[str]:
+        """The virtual devices' ids: the prefix and serials 000001 up."""
+        return {f"{self.device_id_prefix}{serial:06d}" for serial in range(1, self.devices + 1)}
+
 
 class WatchDirSourceConfig(_Model):
     """Cameras FTP-uploading ``*.jpg`` plus a ``*.json`` sidecar (written last) into a folder."""
@@ -74,16 +192,68 @@ class WatchDirSourceConfig(_Model):
     settle_ms: int = Field(default=2000, ge=0)
     #: An image without sidecar, or a sidecar whose images never came, goes to failed/ after this long.
     orphan_secs: float = Field(default=300.0, ge=0)
+    #: Files in done/ (already spooled; they hold faces and names) are deleted this long after the move.
+    done_retention_hours: float = Field(default=24.0, ge=0)
 
 
-class HttpSourceConfig(_Model):
-    """A LAN receiver for devices that can push our v1 event JSON (unsigned, on the site network)."""
+class HttpDeviceConfig(_Model):
+    """One device allowed to push to the http source: its HMAC secret, where it may connect from, its children."""
+
+    #: The shared HMAC-SHA256 secret (at least 32 characters), inline or in ``secret_file``.
+    secret: str | None = Field(default=None, min_length=32, repr=False)
+    #: A file holding the secret (owner-only mode); relative paths: $CREDENTIALS_DIRECTORY, else cwd.
+    secret_file: Path | None = None
+    #: Addresses or CIDRs the device may connect from; empty: any address on the LAN.
+    allow_from: list[IPvAnyNetwork] = Field(default_factory=list)
+    #: Further device ids this device may post events for (e.g. the door readers behind an access controller).
+    child_devices: list[str] = Field(default_factory=list)
+
+    _check_children = field_validator("child_devices")(_check_device_ids)
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> HttpDeviceConfig:
+        if (self.secret is None) == (self.secret_file is None):
+            raise ValueError("set exactly one of secret and secret_file")
+        return self
+
+    def resolve_secret(self) -> bytes:
+        """The secret's bytes, read from ``secret_file`` when that is set."""
+        if self.secret is not None:
+            return self.secret.encode("utf-8")
+        assert self.secret_file is not None
+        secret = read_secret_file(self.secret_file, "secret_file")
+        if len(secret) < 32:
+            raise ConfigError(f"secret_file {self.secret_file} holds fewer than 32 characters")
+        return secret.encode("utf-8")
+
+    def allows(self, address: str) -> bool:
+        """Whether a connection from ``address`` may speak for this device."""
+        return not self.allow_from or _allowed(address, self.allow_from)
+
+
+class HttpSourceConfig(_ListenerConfig):
+    """A LAN receiver for devices that push our v1 event JSON, each request signed with its device's secret."""
 
     type: Literal["http"]
-    listen_host: str = "127.0.0.1"
     listen_port: int = Field(default=8089, ge=0, le=65535)
     #: How long a push waits for room in a full spool (when_full = "block") before 503.
     block_timeout_secs: float = Field(default=5.0, ge=0)
+    max_body_bytes: int = Field(default=MAX_BODY_BYTES, ge=1024, le=MAX_BODY_BYTES)
+    #: A request's X-Anfang-Timestamp may be this far from the gateway's clock.
+    max_clock_skew_secs: float = Field(default=300.0, gt=0, le=3600)
+    #: Device id (20 digits) → its secret; a device not listed is refused.
+    devices: dict[str, HttpDeviceConfig] = Field(default_factory=dict)
+
+    @field_validator("devices")
+    @classmethod
+    def _device_ids(cls, value: dict[str, HttpDeviceConfig]) -> dict[str, HttpDeviceConfig]:
+        for device_id in value:
+            validate_device_id(device_id)
+        return value
+
+    def device_ids(self) -> set[str]:
+        """Every device this source may spool events for."""
+        return {d for device_id, device in self.devices.items() for d in (device_id, *device.child_devices)}
 
 
 class Gat1400DeviceConfig(_Model):
@@ -91,8 +261,22 @@ class Gat1400DeviceConfig(_Model):
 
     username: str = Field(min_length=1, max_length=128, pattern=r"^[\x21\x23-\x7e]+$")
     password: str | None = Field(default=None, min_length=1, repr=False)
-    #: A file holding the password (trailing newline ignored); relative paths: $CREDENTIALS_DIRECTORY, else cwd.
+    #: A file holding the password (trailing newline ignored, owner-only mode); relative: $CREDENTIALS_DIRECTORY.
     password_file: Path | None = None
+    #: Addresses or CIDRs the camera may register from; empty: any address on the LAN. After registering, every
+    #: request must come from the address it registered from, whatever this says.
+    allow_from: list[IPvAnyNetwork] = Field(default_factory=list)
+    #: Device ids of the cameras behind this device (an NVR's channels) whose objects it may upload.
+    child_devices: list[str] = Field(default_factory=list)
+    #: "required": every request after Register must carry valid Digest credentials; "optional": those it
+    #: carries are checked, and once a camera has sent them, its registration requires them.
+    request_digest: Literal["optional", "required"] = "optional"
+
+    _check_children = field_validator("child_devices")(_check_device_ids)
+
+    def allows(self, address: str) -> bool:
+        """Whether the camera may register from ``address``."""
+        return not self.allow_from or _allowed(address, self.allow_from)
 
     @model_validator(mode="after")
     def _one_password(self) -> Gat1400DeviceConfig:
@@ -105,22 +289,16 @@ class Gat1400DeviceConfig(_Model):
         if self.password is not None:
             return self.password
         assert self.password_file is not None
-        path = self.password_file
-        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-        if not path.is_absolute() and credentials and (Path(credentials) / path).exists():
-            path = Path(credentials) / path
-        try:
-            return path.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            raise ConfigError(f"cannot read password_file {path}: {exc.strerror}") from exc
+        return read_secret_file(self.password_file, "password_file")
 
 
-class Gat1400SourceConfig(_Model):
+class Gat1400SourceConfig(_ListenerConfig):
     """A GA/T 1400 (视图库, VIID) receiver: cameras register with Digest and push faces and vehicles."""
 
     type: Literal["gat1400"]
-    listen_host: str = "127.0.0.1"
     listen_port: int = Field(default=1400, ge=0, le=65535)
+    #: A list of a few objects with full-size scene images (each image at most 1 MiB) is several MiB of base64.
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     #: This view library's own 20-digit id (answered by /VIID/System/Time).
     server_id: str = Field(default="00000000005030000001", pattern=r"^[0-9]{20}$")
     realm: str = Field(default="anfang-edge", min_length=1, max_length=64, pattern=r'^[^"\\]+$')
@@ -138,7 +316,14 @@ class Gat1400SourceConfig(_Model):
     def _device_ids(cls, value: dict[str, Gat1400DeviceConfig]) -> dict[str, Gat1400DeviceConfig]:
         for device_id in value:
             validate_device_id(device_id)
+        usernames = [device.username for device in value.values()]
+        if len(set(usernames)) != len(usernames):
+            raise ValueError("each device needs its own username (the Digest username names the device)")
         return value
+
+    def device_ids(self) -> set[str]:
+        """Every device this source may spool events for (cameras and their children)."""
+        return {d for device_id, device in self.devices.items() for d in (device_id, *device.child_devices)}
 
 
 SourceConfig = Annotated[
@@ -156,6 +341,9 @@ class AgentConfig(_Model):
     key_id: str = Field(min_length=1, max_length=128, pattern=r"^[\x21\x23-\x5b\x5d-\x7e]+$")
     #: PKCS#8 PEM; a relative path is looked up in $CREDENTIALS_DIRECTORY (systemd LoadCredential) first.
     private_key_file: Path
+    #: The device ids the key is registered for (``anfang devices register``). An event for any other device
+    #: is refused at spool time (the API would refuse it). Unset: not checked, and the agent warns at start.
+    key_device_ids: list[str] | None = None
     state_dir: Path = Path("/var/lib/anfang-edge")
 
     batch_max_events: int = Field(default=100, ge=1, le=MAX_EVENTS_PER_BATCH)
@@ -167,6 +355,8 @@ class AgentConfig(_Model):
     retry_max_secs: float = Field(default=300.0, gt=0)
     #: Events still undelivered after this long are moved to quarantine (reason retention_expired).
     retention_hours: float = Field(default=168.0, gt=0)
+    #: Quarantined events (personal data the API refused) are deleted this long after quarantine.
+    quarantine_retention_hours: float = Field(default=720.0, gt=0)
 
     spool_max_megabytes: float = Field(default=512.0, gt=0)
     when_full: Literal["block", "drop_oldest"] = "block"
@@ -177,10 +367,31 @@ class AgentConfig(_Model):
 
     @field_validator("api_url")
     @classmethod
-    def _http_or_https(cls, value: HttpUrl) -> HttpUrl:
+    def _https(cls, value: HttpUrl) -> HttpUrl:
         if value.scheme not in ("http", "https") or value.query or value.fragment:
-            raise ValueError("api_url must be http(s)://host[:port][/stage] without query or fragment")
+            raise ValueError("api_url must be https://host[:port][/stage] without query or fragment")
+        if value.scheme == "http" and not _is_loopback(value.host or ""):
+            raise ValueError("api_url must be https (plain http only to a loopback address)")
         return value
+
+    @field_validator("key_device_ids")
+    @classmethod
+    def _key_devices(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else _check_device_ids(value)
+
+    @model_validator(mode="after")
+    def _sources_within_key(self) -> AgentConfig:
+        if self.key_device_ids is None:
+            return self
+        bound = set(self.key_device_ids)
+        for index, source in enumerate(self.sources):
+            if isinstance(source, HttpSourceConfig | Gat1400SourceConfig | SimulatorSourceConfig):
+                outside = sorted(source.device_ids() - bound)
+                if outside:
+                    raise ValueError(
+                        f"sources.{index}: device {outside[0]} is not in key_device_ids (its events would be refused)"
+                    )
+        return self
 
     @property
     def spool_path(self) -> Path:
@@ -190,14 +401,23 @@ class AgentConfig(_Model):
     def spool_max_bytes(self) -> int:
         return int(self.spool_max_megabytes * 1024 * 1024)
 
+    @property
+    def key_devices(self) -> frozenset[str] | None:
+        """The devices the key may send for, or None when the config does not say."""
+        return None if self.key_device_ids is None else frozenset(self.key_device_ids)
+
     def resolve_private_key_file(self) -> Path:
         """Where the private key is: ``$CREDENTIALS_DIRECTORY/<name>`` for a relative name under systemd."""
-        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-        if not self.private_key_file.is_absolute() and credentials:
-            candidate = Path(credentials) / self.private_key_file
-            if candidate.exists():
-                return candidate
-        return self.private_key_file
+        return _credentials_path(self.private_key_file)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _first_error(exc: ValidationError) -> str:

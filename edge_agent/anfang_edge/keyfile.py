@@ -1,8 +1,12 @@
-"""The agent's private key on disk: PKCS#8 PEM, mode 0600."""
+"""The agent's private key on disk: PKCS#8 PEM, mode 0600 (a key its group or others can read is refused).
+
+>>> key = read_private_key(Path("/etc/anfang-edge/anfang-edge.key"))
+"""
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -15,9 +19,19 @@ __all__ = ["read_private_key", "write_new_private_key"]
 
 
 def read_private_key(path: Path) -> Ed25519PrivateKey:
-    """Load the Ed25519 private key at ``path``; raises ``KeyFileError`` with a readable reason."""
+    """Load the Ed25519 private key at ``path``; raises ``KeyFileError`` with a readable reason.
+
+    Like ssh, a key file that its group or others may read or write is refused: the key may already be out.
+    """
     try:
-        pem = path.read_bytes()
+        with path.open("rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            if mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise KeyFileError(
+                    f"private key {path} is accessible by group or others (mode {stat.S_IMODE(mode):04o});"
+                    f" chmod 600 it (and consider it leaked: generate a new key)"
+                )
+            pem = handle.read()
     except OSError as exc:
         raise KeyFileError(f"cannot read private key {path}: {exc.strerror}") from exc
     try:

@@ -5,6 +5,10 @@ source acknowledges a device only for events that survive kill -9 and power loss
 ``spool_max_megabytes`` (bytes of event bodies): ``when_full = "block"`` makes puts wait for room,
 ``"drop_oldest"`` drops the oldest non-alarm events (alarms are never dropped) and counts the drops.
 
+The spool holds personal data (names, ID numbers, faces): its folder is made 0700 and its files 0600 whatever
+the process umask. With ``allowed_devices`` (the devices the agent's key may send for) an event for any other
+device is refused at put time (``PutResult.forbidden``), so it can never sit at the head of the outbox.
+
 >>> spool = Spool(Path("spool.sqlite3"), max_bytes=512 * 2**20)
 >>> spool.put_many([item_from_event(event)])
 >>> batch = spool.next_batch(max_events=100, max_bytes=4 * 2**20)
@@ -13,8 +17,11 @@ source acknowledges a device only for events that survive kill -9 and power loss
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -128,6 +135,8 @@ class PutResult:
     spooled: list[str] = field(default_factory=list)
     duplicate: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
+    #: Not spooled: the agent's key may not send for the event's device.
+    forbidden: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,10 +174,12 @@ class Spool:
         when_full: WhenFull = "block",
         clock: Callable[[], float] = time.time,
         readonly: bool = False,
+        allowed_devices: frozenset[str] | None = None,
     ) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.when_full = when_full
+        self.allowed_devices = allowed_devices
         self._clock = clock
         self._cond = threading.Condition(threading.RLock())
         try:
@@ -177,9 +188,14 @@ class Spool:
                     f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False, timeout=10
                 )
             else:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                _private_dir(path.parent)
+                _private_file(path)
                 self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
                 self._db.execute("PRAGMA journal_mode=WAL")
+                # deleted personal data is zeroed where that costs no extra I/O (ON would double the acks' writes)
+                self._db.execute("PRAGMA secure_delete=FAST")
+                for suffix in ("-wal", "-shm"):
+                    _private_file(path.with_name(path.name + suffix), create=False)
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=10000")
             if not readonly:
@@ -187,6 +203,8 @@ class Spool:
             self._bytes = self._sum_bytes()
         except sqlite3.Error as exc:
             raise SpoolError(f"cannot open spool {path}: {exc}") from exc
+        except OSError as exc:
+            raise SpoolError(f"cannot secure spool {path}: {exc.strerror}") from exc
 
     # ------------------------------------------------------------------------------------------ basics
 
@@ -230,6 +248,11 @@ class Spool:
         commit together). With ``when_full = "block"`` waits up to ``timeout`` (None: forever) for room,
         then raises ``SpoolFullError``; an empty spool always admits a put.
         """
+        result = PutResult()
+        if self.allowed_devices is not None:
+            allowed = self.allowed_devices
+            result.forbidden = [item.event_id for item in items if item.device_id not in allowed]
+            items = [item for item in items if item.device_id in allowed]
         incoming = sum(len(item.body) for item in items)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
@@ -242,7 +265,6 @@ class Spool:
                     if remaining is not None and remaining <= 0:
                         raise SpoolFullError(f"spool is full ({self._bytes} of {self.max_bytes} bytes)")
                     self._cond.wait(0.5 if remaining is None else min(remaining, 0.5))
-            result = PutResult()
             with self._tx():
                 admitted = self._admit(items, incoming, result)
                 now = self._clock()
@@ -269,10 +291,11 @@ class Spool:
                         result.duplicate.append(item.event_id)
                 self._bump(
                     {
-                        "received": len(items),
+                        "received": len(items) + len(result.forbidden),
                         "spooled": len(result.spooled),
                         "duplicate_received": len(result.duplicate),
                         "dropped_spool_full": len(result.dropped),
+                        "refused_forbidden_device": len(result.forbidden),
                     }
                 )
                 if meta:
@@ -499,10 +522,14 @@ class Spool:
             self._cond.notify_all()
             return len(rows)
 
-    def purge(self, *, outbox: bool = False) -> int:
-        """Delete the quarantine (and with ``outbox=True`` every undelivered event); returns rows deleted."""
+    def purge(self, *, outbox: bool = False, older_than: float | None = None) -> int:
+        """Delete the quarantine (only events quarantined before ``older_than``, unix time, when given; and with
+        ``outbox=True`` every undelivered event); returns rows deleted."""
         with self._cond, self._tx():
-            deleted = self._db.execute("DELETE FROM quarantine").rowcount
+            if older_than is None:
+                deleted = self._db.execute("DELETE FROM quarantine").rowcount
+            else:
+                deleted = self._db.execute("DELETE FROM quarantine WHERE quarantined_at < ?", (older_than,)).rowcount
             if outbox:
                 deleted += self._db.execute("DELETE FROM outbox").rowcount
                 self._bytes = 0
@@ -513,6 +540,26 @@ class Spool:
     def integrity_ok(self) -> bool:
         with self._cond:
             return bool(self._db.execute("PRAGMA quick_check").fetchone()[0] == "ok")
+
+
+def _private_dir(directory: Path) -> None:
+    """Create ``directory`` (and parents) and make it 0700: only the agent's user may list or enter it."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if stat.S_IMODE(directory.stat().st_mode) != 0o700:
+        directory.chmod(0o700)
+
+
+def _private_file(path: Path, *, create: bool = True) -> None:
+    """Make ``path`` 0600 (created empty when missing and ``create``), whatever the umask."""
+    if create:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.chmod(0o600)
 
 
 class _Tx:

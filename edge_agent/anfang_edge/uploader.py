@@ -7,6 +7,12 @@ offset from the response ``Date`` and retries at once. Per-event results: ``acce
 the spool, ``rejected`` go to quarantine with their reason, ``retry_later`` stay. Network errors and 5xx are
 retried until ``retention_hours``.
 
+One bad event never stalls the site: a whole-request 4xx that names the content rather than the key
+(``forbidden_device``, payload errors, any 4xx the uploader does not know) cannot be pinned on one event, so
+the batch is split in halves at once (no backoff) until the culprit is alone, and that one is quarantined;
+its neighbours go through in the meantime. Key-level refusals (401, ``forbidden_role``, 404, 405, 408, 429)
+are retried with backoff: they need an operator, and quarantining events for them would lose the site's data.
+
 >>> uploader = Uploader(spool, UploaderSettings.from_config(config), private_key)
 >>> threading.Thread(target=uploader.run, args=(stop,)).start()
 """
@@ -40,7 +46,9 @@ log = logging.getLogger("anfang_edge.uploader")
 
 EVENTS_PATH: Final = "/v1/events"
 _EXPIRE_EVERY_SECS: Final = 60.0
-_PAYLOAD_CODES: Final = frozenset({400, 413, 415, 422})
+#: Whole-request refusals about the key or the endpoint, not the events: retried, never split or quarantined.
+_KEY_LEVEL_STATUSES: Final = frozenset({401, 404, 405, 407, 408, 429})
+_KEY_LEVEL_CODES: Final = frozenset({"forbidden_role", "unknown_key", "key_revoked", "key_inactive"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +62,7 @@ class UploaderSettings:
     retry_max_secs: float = 300.0
     request_timeout_secs: float = 30.0
     retention_hours: float = 168.0
+    quarantine_retention_hours: float = 720.0
 
     @classmethod
     def from_config(cls, config: AgentConfig) -> UploaderSettings:
@@ -67,6 +76,7 @@ class UploaderSettings:
             retry_max_secs=config.retry_max_secs,
             request_timeout_secs=config.request_timeout_secs,
             retention_hours=config.retention_hours,
+            quarantine_retention_hours=config.quarantine_retention_hours,
         )
 
 
@@ -156,6 +166,9 @@ class Uploader:
             expired = self.spool.expire(now - self.settings.retention_hours * 3600)
             if expired:
                 log.warning("quarantined %d events past retention", expired)
+            purged = self.spool.purge(older_than=now - self.settings.quarantine_retention_hours * 3600)
+            if purged:
+                log.info("deleted %d quarantined events past quarantine_retention_hours", purged)
         batch = self._linger(stop)
         if not batch:
             return None
@@ -200,7 +213,7 @@ class Uploader:
             if status in (429, 503):
                 retry_after = parse_retry_after(headers.get("retry-after"), now=self._clock())
                 return self._failed(ids, f"http {status} {code or ''}".strip(), status, retry_after)
-            if status in _PAYLOAD_CODES:
+            if 400 <= status < 500 and status not in _KEY_LEVEL_STATUSES and code not in _KEY_LEVEL_CODES:
                 return self._payload_problem(batch, status, code, payload)
             return self._failed(ids, f"http {status} {code or ''}".strip(), status, None)
         return self._failed(ids, "http 401 signature_expired after clock correction", 401, None)
@@ -300,7 +313,7 @@ class Uploader:
         return SendOutcome(202, delay, len(accepted), len(duplicate), len(rejected), kept)
 
     def _payload_problem(self, batch: list[PendingEvent], status: int, code: str | None, payload: bytes) -> SendOutcome:
-        """The whole request was refused for its payload: split the batch until the culprit is alone."""
+        """The whole request was refused for what it carries: split the batch until the culprit is alone."""
         if len(batch) > 1:
             self._batch_cap = max(1, len(batch) // 2)
             return SendOutcome(status, 0.0, error=f"http {status} {code}; batch cap now {self._batch_cap}")

@@ -40,7 +40,7 @@ from ..config import WatchDirSourceConfig
 from ..errors import SpoolFullError
 from ..spool import Spool, SpoolItem, item_from_event
 
-__all__ = ["WatchDir", "derive_event_id"]
+__all__ = ["WatchDir", "derive_event_id", "purge_done"]
 
 log = logging.getLogger("anfang_edge.sources.watch_dir")
 
@@ -48,6 +48,27 @@ _TEMP_SUFFIXES: Final = (".part", ".tmp", ".filepart", ".partial", ".crdownload"
 _JPEG_EOI: Final = b"\xff\xd9"
 _MAX_SIDECAR_BYTES: Final = 256 * 1024
 _MAX_PAIRS_PER_PUT: Final = 100
+_PURGE_EVERY_SECS: Final = 60.0
+
+
+def purge_done(done_dir: Path, *, older_than: float) -> int:
+    """Delete files moved to ``done_dir`` before ``older_than`` (unix time; the move sets their ctime).
+
+    Everything in done/ is already in the spool: keeping it only keeps faces and names on the gateway.
+    """
+    deleted = 0
+    try:
+        entries = list(os.scandir(done_dir))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_ctime < older_than:
+                Path(entry.path).unlink()
+                deleted += 1
+        except FileNotFoundError:
+            continue
+    return deleted
 
 
 def derive_event_id(unix_ms: int, digest: bytes) -> str:
@@ -90,14 +111,27 @@ class WatchDir:
             directory.mkdir(parents=True, exist_ok=True)
 
     def run(self, stop: threading.Event) -> None:
+        next_purge = 0.0
         while not stop.is_set():
             try:
+                if time.monotonic() >= next_purge:
+                    next_purge = time.monotonic() + _PURGE_EVERY_SECS
+                    self.purge_done()
                 self.scan()
             except SpoolFullError:
                 log.warning("spool full; watch_dir waits")
             except OSError as exc:
                 log.error("watch_dir scan failed: %s", exc)
             stop.wait(self.config.poll_ms / 1000)
+
+    def purge_done(self, now: float | None = None) -> int:
+        """Apply ``done_retention_hours`` to done/; returns how many files were deleted."""
+        now = time.time() if now is None else now
+        deleted = purge_done(self.done_dir, older_than=now - self.config.done_retention_hours * 3600)
+        if deleted:
+            log.info("watch_dir: deleted %d files from done/ past done_retention_hours", deleted)
+            self.spool.bump({"watch_dir_done_purged": deleted})
+        return deleted
 
     # ------------------------------------------------------------------------------------------ scanning
 

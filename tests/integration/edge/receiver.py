@@ -134,6 +134,14 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, KeyError, TypeError, AssertionError):
             self._problem(ErrorCode.MALFORMED_JSON, "not a batch")
             return
+        if receiver.device_ids is not None and receiver.forbidden_mode == "request":
+            # the API before issue 14: any event for a device the key is not bound to fails the whole request
+            claimed = {e.get("device_id") for e in events if isinstance(e, dict)}
+            if not claimed <= receiver.device_ids:
+                with receiver.lock:
+                    receiver.forbidden_requests += 1
+                self._problem(ErrorCode.FORBIDDEN_DEVICE, "key may not send for this device")
+                return
         results = [receiver.accept(obj) for obj in events]
         response = BatchResponse.of(results).model_dump_json(exclude_none=True).encode()
         self._reply(202, response, "application/json", {})
@@ -148,8 +156,15 @@ class EdgeReceiver:
         *,
         clock: Callable[[], float] = time.time,
         reject: Callable[[dict[str, Any]], EventError | None] | None = None,
+        device_ids: set[str] | None = None,
+        forbidden_mode: str = "event",
     ) -> None:
         self.clock = clock
+        #: The devices the key is bound to (None: any); a forbidden device fails its event ("event", the API's
+        #: contract since issue 14) or the whole request ("request", the contract before it).
+        self.device_ids = device_ids
+        self.forbidden_mode = forbidden_mode
+        self.forbidden_requests = 0
         keys = {key_id_for(k): KeyInfo(key_id=key_id_for(k), public_key=k, role="device") for k in public_keys}
         self.verifier = Verifier(_Keys(keys), MemoryNonceStore(), clock=self._now)
         self.reject = reject
@@ -185,6 +200,11 @@ class EdgeReceiver:
             event = validate_event(obj)
         except ValidationError as exc:
             return rejected(obj.get("event_id") if isinstance(obj, dict) else None, event_error(exc))
+        if self.device_ids is not None and event.device_id not in self.device_ids:
+            error = EventError(code=ErrorCode.FORBIDDEN_DEVICE, detail="key may not send for this device")
+            with self.lock:
+                self.rejected[event.event_id] = error
+            return EventResult(event_id=event.event_id, status="rejected", error=error)
         if self.reject is not None:
             error = self.reject(obj)
             if error is not None:

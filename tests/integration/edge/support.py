@@ -17,8 +17,25 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from anfang.contracts import generate_private_key, key_id_for, private_key_to_pem
 from anfang_edge.config import default_fixtures_dir
+from anfang_edge.sources.http import DEVICE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_request
 
 FIXTURES = default_fixtures_dir()
+#: The device of ``anfang.contracts.examples`` and the HMAC secret the http source tests give it.
+EXAMPLE_DEVICE = "33010600001320000001"
+DEVICE_SECRET = "a-device-secret-of-at-least-32-characters"
+
+
+def signed_headers(
+    body: bytes, device_id: str = EXAMPLE_DEVICE, secret: str = DEVICE_SECRET, timestamp: int | None = None
+) -> dict[str, str]:
+    """What a device sends to the http source: JSON content type and its HMAC headers."""
+    ts = int(time.time()) if timestamp is None else timestamp
+    return {
+        "Content-Type": "application/json",
+        DEVICE_HEADER: device_id,
+        TIMESTAMP_HEADER: str(ts),
+        SIGNATURE_HEADER: sign_request(secret.encode(), "POST", "/v1/events", device_id, ts, body),
+    }
 
 
 @dataclass

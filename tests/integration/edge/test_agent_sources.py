@@ -13,7 +13,18 @@ from anfang.contracts import new_event_id
 from anfang.contracts.examples import example_events
 
 from .receiver import EdgeReceiver
-from .support import FIXTURES, KeyPair, rss_kib, start_agent, stop_agent, wait_for, write_config
+from .support import (
+    DEVICE_SECRET,
+    EXAMPLE_DEVICE,
+    FIXTURES,
+    KeyPair,
+    rss_kib,
+    signed_headers,
+    start_agent,
+    stop_agent,
+    wait_for,
+    write_config,
+)
 
 
 def _free_port() -> int:
@@ -44,7 +55,7 @@ def test_given_camera_uploads_and_device_pushes_when_the_agent_runs_then_all_rea
         receiver.url,
         sources=[
             {"type": "watch_dir", "path": str(ftp), "poll_ms": 50, "settle_ms": 500},
-            {"type": "http", "listen_port": port},
+            {"type": "http", "listen_port": port, "devices": {EXAMPLE_DEVICE: {"secret": DEVICE_SECRET}}},
         ],
     )
     proc = start_agent(config, tmp_path / "agent.log")
@@ -53,7 +64,8 @@ def test_given_camera_uploads_and_device_pushes_when_the_agent_runs_then_all_rea
         pushed = [{**event, "event_id": new_event_id()} for event in example_events().values()]
         assert wait_for(lambda: _reachable(port), timeout=15)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        conn.request("POST", "/v1/events", json.dumps({"events": pushed}), {"Content-Type": "application/json"})
+        body = json.dumps({"events": pushed}).encode()
+        conn.request("POST", "/v1/events", body, signed_headers(body))
         response = conn.getresponse()
         assert response.status == 202
         assert json.loads(response.read())["accepted"] == 6

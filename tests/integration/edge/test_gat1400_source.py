@@ -60,6 +60,7 @@ class Env:
 def env(tmp_path: Path) -> Iterator[Env]:
     password_file = tmp_path / "camera.pw"
     password_file.write_text(PASSWORDS[CAMERA] + "\n")
+    password_file.chmod(0o600)
     devices = {
         device_id: Gat1400DeviceConfig(username=f"user{device_id[-4:]}", password=password)
         for device_id, password in PASSWORDS.items()
@@ -244,11 +245,15 @@ def test_given_a_device_id_that_is_not_20_digits_then_register_is_rejected_with_
 
 def test_given_the_keepalive_sample_then_only_a_registered_device_is_kept_alive(env: Env) -> None:
     body = (GAT / "simulator_keepalive_request.json").read_bytes()
-    status, data, _ = request(env.port, "POST", "/VIID/System/Keepalive", body)
+    headers = {"User-Identify": KEEPALIVE_DEVICE}
+    status, data, _ = request(env.port, "POST", "/VIID/System/Keepalive", body, headers)
     assert status == 401 and data["ResponseStatusObject"]["Id"] == KEEPALIVE_DEVICE
     register_device(env, KEEPALIVE_DEVICE)
-    status, data, _ = request(env.port, "POST", "/VIID/System/Keepalive", body)
+    status, data, _ = request(env.port, "POST", "/VIID/System/Keepalive", body, headers)
     assert (status, data["ResponseStatusObject"]["StatusCode"]) == (200, 0)
+    # the sample itself has no User-Identify: the one registration from this address is the sender
+    status, data, _ = request(env.port, "POST", "/VIID/System/Keepalive", body)
+    assert (status, data["ResponseStatusObject"]["Id"]) == (200, KEEPALIVE_DEVICE)
 
 
 def test_system_time_answers_in_china_standard_time(env: Env) -> None:

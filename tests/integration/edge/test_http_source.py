@@ -1,4 +1,4 @@
-"""The http source: devices on the LAN push v1 events; results per event, acknowledged after the commit."""
+"""The http source: devices on the LAN push signed v1 events; results per event, acknowledged after the commit."""
 
 from __future__ import annotations
 
@@ -13,15 +13,19 @@ import pytest
 
 from anfang.contracts import BatchResponse, new_event_id
 from anfang.contracts.examples import example_events
-from anfang_edge.config import HttpSourceConfig
+from anfang_edge.config import HttpDeviceConfig, HttpSourceConfig
 from anfang_edge.sources.http import HttpSource
 from anfang_edge.spool import Spool
+
+from .support import DEVICE_SECRET, EXAMPLE_DEVICE, signed_headers
+
+DEVICES = {EXAMPLE_DEVICE: HttpDeviceConfig(secret=DEVICE_SECRET)}
 
 
 @pytest.fixture
 def source(tmp_path: Path) -> Iterator[HttpSource]:
     spool = Spool(tmp_path / "spool.sqlite3", max_bytes=1 << 20)
-    src = HttpSource(HttpSourceConfig(type="http", listen_port=0, block_timeout_secs=0.2), spool)
+    src = HttpSource(HttpSourceConfig(type="http", listen_port=0, block_timeout_secs=0.2, devices=DEVICES), spool)
     stop = threading.Event()
     thread = threading.Thread(target=src.run, args=(stop,))
     thread.start()
@@ -33,7 +37,7 @@ def source(tmp_path: Path) -> Iterator[HttpSource]:
 
 def _post(port: int, body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    conn.request("POST", "/v1/events", body=body, headers={"Content-Type": "application/json"})
+    conn.request("POST", "/v1/events", body=body, headers=signed_headers(body))
     response = conn.getresponse()
     data = json.loads(response.read())
     headers = {k.lower(): v for k, v in response.getheaders()}
@@ -71,7 +75,7 @@ def test_given_a_full_spool_with_block_then_the_device_is_told_to_retry_later(tm
     # GIVEN a spool with room for about two face captures and nothing draining it
     one = {**example_events()["face_capture"], "event_id": new_event_id()}
     spool = Spool(tmp_path / "small.sqlite3", max_bytes=int(len(json.dumps(one)) * 2.5), when_full="block")
-    src = HttpSource(HttpSourceConfig(type="http", listen_port=0, block_timeout_secs=0.2), spool)
+    src = HttpSource(HttpSourceConfig(type="http", listen_port=0, block_timeout_secs=0.2, devices=DEVICES), spool)
     stop = threading.Event()
     thread = threading.Thread(target=src.run, args=(stop,))
     thread.start()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -65,3 +68,28 @@ def test_given_systemd_when_the_agent_runs_then_ready_watchdog_status_and_clean_
     assert messages[0].startswith("READY=1\nSTATUS=spool ")
     assert any(m.startswith("WATCHDOG=1\nSTATUS=spool ") for m in messages[1:])
     assert tail and tail[-1] == "STOPPING=1"
+
+
+UNIT = Path(__file__).resolve().parents[3] / "edge_agent" / "packaging" / "anfang-edge.service"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_the_unit_scores_at_most_2_0_in_systemd_analyze_security() -> None:
+    # --offline=yes needs systemd >= 250; older ones fail the command, which is a skip, not a pass
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(UNIT)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    if match is None:
+        pytest.skip(f"systemd-analyze security --offline unsupported: {result.stderr.strip()[:200]}")
+    assert float(match.group(1)) <= 2.0, result.stdout
+
+
+def test_the_unit_restricts_addresses_and_keeps_the_spool_private() -> None:
+    lines = {line.strip() for line in UNIT.read_text().splitlines() if line.strip() and not line.startswith("#")}
+    assert {"IPAddressDeny=any", "IPAddressAllow=localhost", "UMask=0077", "StateDirectoryMode=0700"} <= lines
+    assert any(line.startswith("IPAddressAllow=") and "/" in line for line in lines)  # the LAN and the API
+    assert "MemoryMax=256M" in lines

@@ -161,6 +161,7 @@ def test_the_edge_agent_delivers_through_the_local_stack(
     assert stack.info is not None
     private = generate_private_key()
     (tmp_path / "gateway.key").write_bytes(private_key_to_pem(private))
+    (tmp_path / "gateway.key").chmod(0o600)  # the agent refuses a key its group or others can read
     (tmp_path / "gateway.pub").write_text(public_key_to_text(private.public_key()))
     prefix = f"{TOWN.town.code}001320"
     for serial in (1, 2):

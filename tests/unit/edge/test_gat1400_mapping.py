@@ -499,10 +499,11 @@ def test_a_person_with_a_face_is_a_face_capture_and_a_body_only_person_is_reject
 def test_the_gat1400_source_config(tmp_path: Path) -> None:
     text = (
         'api_url = "https://api.example"\nkey_id = "k1"\nprivate_key_file = "agent.key"\n'
-        '[[sources]]\ntype = "gat1400"\nlisten_host = "0.0.0.0"\nkeepalive_timeout_secs = 90\n'
+        '[[sources]]\ntype = "gat1400"\nlisten_host = "192.168.1.10"\nkeepalive_timeout_secs = 90\n'
         f'[sources.devices.{DEVICE}]\nusername = "cam1"\npassword_file = "{tmp_path / "pw"}"\n'
     )
     (tmp_path / "pw").write_text("s3cret\n")
+    (tmp_path / "pw").chmod(0o600)
     source = parse_config(text).sources[0]
     assert isinstance(source, Gat1400SourceConfig)
     assert source.listen_port == 1400 and source.digest_algorithms == ["SHA-256", "MD5"]

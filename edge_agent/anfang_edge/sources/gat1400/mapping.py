@@ -71,6 +71,8 @@ class Deviation(StrEnum):
     INVALID_FACE_BOX = "invalid_face_box"
     PLATE_COLOR_INFERRED = "plate_color_inferred"
     REJECTED_ITEM = "rejected_item"
+    #: Not a deviation but a refusal: an object naming a device the posting camera may not upload for.
+    FORBIDDEN_DEVICE = "forbidden_device"
 
 
 class JsonInt(str):
@@ -79,7 +81,7 @@ class JsonInt(str):
     __slots__ = ()
 
 
-def loads(raw: bytes) -> Any:
+def loads(raw: bytes | bytearray) -> Any:
     """Parse a VIID+JSON body; integers stay exact as :class:`JsonInt` strings."""
     return json.loads(raw, parse_int=JsonInt)
 

@@ -1,6 +1,8 @@
 """The ingest verb behind ``POST /v1/events``: verify → authorize → validate each → images → dedupe → enqueue.
 
-A batch is never all-or-nothing: each event is validated on its own and gets its own result. Images are
+A batch is never all-or-nothing: each event is validated on its own and gets its own result. That includes
+authorisation: an event naming a device the key is not bound to is ``rejected`` with ``forbidden_device``
+beside its accepted neighbours; only a batch whose every event is forbidden is refused as a whole (403). Images are
 checked (CPU only) before the duplicate lookup but stored after it, so a retried batch does not upload the
 images of events already accepted. 202 is answered only once every accepted event is on a queue; an event
 whose image store or queue write failed gets ``retry_later`` and the whole answer becomes 503
@@ -58,7 +60,7 @@ from anfang.contracts.events import (
 )
 from anfang.contracts.events import validate_event as _validate_event
 from anfang.contracts.limits import MAX_BODY_BYTES, MAX_EVENTS_PER_BATCH
-from anfang.contracts.problems import ContractError, ErrorCode, ImageError
+from anfang.contracts.problems import ContractError, ErrorCode, ImageError, SignatureError
 from anfang.contracts.records import QUEUED_SCHEMA, StoredImage
 from anfang.contracts.signing import KeyInfo, Verifier, authorize
 
@@ -160,8 +162,8 @@ class EventIngest:
             summary["key_id"] = verified.key.key_id
             require_json_content_type(headers)
             raw_events = parse_batch(body)
-            self._authorize_devices(verified.key, raw_events)
-            response = self._ingest(raw_events, key_id=verified.key.key_id, summary=summary)
+            forbidden = self._authorize_devices(verified.key, raw_events)
+            response = self._ingest(raw_events, key_id=verified.key.key_id, summary=summary, forbidden=forbidden)
         except ContractError as exc:
             summary["code"] = exc.code.value
             self._metrics.count("requests_rejected", reason=exc.code)
@@ -171,19 +173,39 @@ class EventIngest:
     # ------------------------------------------------------------------------------------------------ stages
 
     @staticmethod
-    def _authorize_devices(key: KeyInfo, raw_events: list[Any]) -> None:
-        # One key sends for one device: any event naming another device fails the whole request (403).
-        claimed = {
-            event["device_id"]
-            for event in raw_events
-            if isinstance(event, dict) and isinstance(event.get("device_id"), str)
-        }
-        for claimed_id in claimed:
-            authorize(key, role="device", device_id=claimed_id)
+    def _authorize_devices(key: KeyInfo, raw_events: list[Any]) -> dict[int, SignatureError]:
+        """The events naming a device the key may not send for, by index; when that is all of them, 403.
 
-    def _ingest(self, raw_events: list[Any], *, key_id: str, summary: dict[str, Any]) -> HttpResponse:
+        Per event, so one misattributed event cannot hold back a gateway's whole batch (issue 14).
+        """
+        authorize(key, role="device")
+        forbidden: dict[int, SignatureError] = {}
+        for index, event in enumerate(raw_events):
+            claimed = event.get("device_id") if isinstance(event, dict) else None
+            if isinstance(claimed, str):
+                try:
+                    authorize(key, role="device", device_id=claimed)
+                except SignatureError as exc:
+                    forbidden[index] = exc
+        if forbidden and len(forbidden) == len(raw_events):
+            raise next(iter(forbidden.values()))
+        return forbidden
+
+    def _ingest(
+        self,
+        raw_events: list[Any],
+        *,
+        key_id: str,
+        summary: dict[str, Any],
+        forbidden: dict[int, SignatureError] | None = None,
+    ) -> HttpResponse:
         results: list[EventResult | None] = [None] * len(raw_events)
         self._metrics.count("received", len(raw_events))
+        for index, exc in (forbidden or {}).items():
+            raw = raw_events[index]
+            error = EventError(code=exc.code, detail=exc.detail, field="device_id")
+            results[index] = rejected(raw.get("event_id") if isinstance(raw, dict) else None, error)
+            self._metrics.count("rejected", reason=exc.code)
         pending = self._check(raw_events, results)
         pending = self._dedupe(pending, results)
         pending = self._store_images(pending, results)
@@ -208,6 +230,8 @@ class EventIngest:
         pending: list[_Pending] = []
         in_batch: set[str] = set()
         for index, raw in enumerate(raw_events):
+            if results[index] is not None:  # already decided (forbidden device)
+                continue
             try:
                 event = self._validate(raw)
             except ValidationError as exc:
