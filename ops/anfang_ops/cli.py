@@ -1,11 +1,12 @@
 """The ``anfang`` command line (stdlib argparse), for ops and consumers of a town stack.
 
     anfang towns render [--check]                    infra/towns/*.toml → samconfig.toml
+    anfang towns new --code C --name N               a new town file (then samconfig.toml rendered)
     anfang devices register|revoke|list --stack-name S    the device registry
     anfang partners register --stack-name S          the health commission's key
     anfang decrypt [-i records.ndjson] [-o out]      replace encrypted envelopes by their values
     anfang dlq redrive --stack-name S <queue>        move a dead-letter queue back to its source
-    anfang local up [--state-dir DIR]                the local stack, until SIGINT/SIGTERM
+    anfang local up [--town CODE|FILE]               the local stack, until SIGINT/SIGTERM
     anfang local demo [--events N] [--devices M]     the whole job locally, with a summary and a report
 
 Commands that talk to a stack read its outputs through CloudFormation (``--stack-name``); boto3's usual
@@ -64,6 +65,30 @@ def _towns_render(args: argparse.Namespace) -> int:
         return 0
     output.write_text(text, encoding="utf-8")
     print(f"wrote {output}")
+    return 0
+
+
+def _towns_new(args: argparse.Namespace) -> int:
+    from anfang_ops.towns import TownConfigError, load_towns, render_samconfig, write_town  # noqa: PLC0415
+
+    towns_dir = Path(args.towns_dir)
+    try:
+        if args.dry_run:
+            print(f"would write a town file for {args.code} ({args.name}) in {towns_dir} and render {args.output}")
+            return 0
+        path = write_town(
+            towns_dir,
+            code=args.code,
+            name=args.name,
+            name_zh=args.name_zh,
+            env=args.env,
+            region=args.region,
+            health_codes=not args.no_health_codes,
+        )
+        Path(args.output).write_text(render_samconfig(load_towns(towns_dir)), encoding="utf-8")
+    except TownConfigError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"wrote {path} and {args.output}")
     return 0
 
 
@@ -189,7 +214,15 @@ def _local_up(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    stack = LocalStack(Path(args.root), Path(args.state_dir), aws_port=args.aws_port, api_port=args.api_port)
+    from anfang_ops.towns import TownConfigError, find_town  # noqa: PLC0415
+
+    try:
+        town = find_town(Path(args.root) / "infra" / "towns", args.town)
+    except TownConfigError as exc:
+        raise CliError(str(exc)) from exc
+    stack = LocalStack(
+        Path(args.root), Path(args.state_dir), town=town, aws_port=args.aws_port, api_port=args.api_port
+    )
     info = stack.start()
     try:
         print(f"local stack {info.stack_name} (town {info.town}) is up")
@@ -226,6 +259,17 @@ def _add_towns(sub: Any) -> None:
     render.add_argument("--output", default="samconfig.toml")
     render.add_argument("--check", action="store_true", help="fail if the file differs instead of writing it")
     render.set_defaults(run=_towns_render)
+    new = towns.add_parser("new", help="write infra/towns/<name>.toml for a new town and render samconfig.toml")
+    new.add_argument("--code", required=True, help="the township's 9-digit division code, or the 8-digit town code")
+    new.add_argument("--name", required=True, help="the town's name in Latin letters (tags, dashboards, file name)")
+    new.add_argument("--name-zh", default=None, help="the town's own name, e.g. 青城镇")
+    new.add_argument("--env", default=None, help="file and config-environment name (default: from --name)")
+    new.add_argument("--region", default="cn-north-1")
+    new.add_argument("--no-health-codes", action="store_true", help="a town without the health-code feature")
+    new.add_argument("--towns-dir", default="infra/towns")
+    new.add_argument("--output", default="samconfig.toml")
+    new.add_argument("--dry-run", action="store_true")
+    new.set_defaults(run=_towns_new)
 
 
 def _add_registry(sub: Any) -> None:
@@ -279,6 +323,9 @@ def _add_local(sub: Any) -> None:
     local = sub.add_parser("local", help="the local stack").add_subparsers(dest="action", required=True)
     up = local.add_parser("up", help="start the local stack and run until SIGINT/SIGTERM")
     up.add_argument("--root", default=".", help="the repository (template.yaml, functions/, infra/towns/)")
+    up.add_argument(
+        "--town", default=None, help="a town file, or a town's name or code in infra/towns/ (default: the first)"
+    )
     up.add_argument("--state-dir", default=".anfang/local")
     up.add_argument("--aws-port", type=int, default=0, help="moto server port (default: a free one)")
     up.add_argument("--api-port", type=int, default=0, help="API port (default: a free one)")

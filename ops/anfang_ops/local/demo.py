@@ -43,7 +43,7 @@ from .stack import LocalStack
 __all__ = ["DemoResult", "run_demo"]
 
 DEVICES_PER_SITE: Final = 2
-DEMO_TOWN: Final = "xihu-beishan"
+DEMO_TOWN: Final = "gaoqing-tianzhen"
 _DLQ_OUTPUTS: Final = {
     "analyse": "AnalyseDeadLetterQueueUrl",
     "process": "ProcessDeadLetterQueueUrl",
