@@ -220,9 +220,7 @@ def _local_up(args: argparse.Namespace) -> int:
         town = find_town(Path(args.root) / "infra" / "towns", args.town)
     except TownConfigError as exc:
         raise CliError(str(exc)) from exc
-    stack = LocalStack(
-        Path(args.root), Path(args.state_dir), town=town, aws_port=args.aws_port, api_port=args.api_port
-    )
+    stack = LocalStack(Path(args.root), Path(args.state_dir), town=town, aws_port=args.aws_port, api_port=args.api_port)
     info = stack.start()
     try:
         print(f"local stack {info.stack_name} (town {info.town}) is up")
@@ -238,11 +236,18 @@ def _local_up(args: argparse.Namespace) -> int:
 
 
 def _local_demo(args: argparse.Namespace) -> int:
-    from anfang_ops.local.demo import run_demo  # noqa: PLC0415 - needs the dev extra (moto server)
+    from anfang_ops.local.demo import DemoError, run_demo  # noqa: PLC0415 - needs the dev extra (moto server)
 
-    result = run_demo(
-        Path(args.root).resolve(), Path(args.out), events=args.events, devices=args.devices, timeout_secs=args.timeout
-    )
+    try:
+        result = run_demo(
+            Path(args.root).resolve(),
+            Path(args.out),
+            events=args.events,
+            devices=args.devices,
+            timeout_secs=args.timeout,
+        )
+    except DemoError as exc:
+        raise CliError(str(exc)) from exc
     print(result.summary())
     print(f"records: {args.out}/gov_cloud.ndjson, {args.out}/police_video.ndjson; report: {args.out}/report.html")
     print(f"function logs: {args.out}/functions.log")

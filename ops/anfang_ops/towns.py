@@ -213,7 +213,7 @@ def write_town(
         raise TownConfigError(f"town code {town_code} is taken by {clash.env}")
     lines = [
         f"# {name_zh + ' ' if name_zh else ''}({name}). Written by `anfang towns new`; edit freely, then",
-        "# `anfang towns render`. Codes: docs/operations.md, \"Towns and their codes\".",
+        '# `anfang towns render`. Codes: docs/operations.md, "Towns and their codes".',
         "",
         "[town]",
         f"code = {_s(town_code)}",
