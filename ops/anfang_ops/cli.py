@@ -8,6 +8,7 @@
     anfang partners register|list|revoke --stack-name S   the health commission's key
     anfang decrypt [-i records.ndjson] [-o out]      replace encrypted envelopes by their values
     anfang dlq redrive --stack-name S <queue>        move a dead-letter queue back to its source
+    anfang status --stack-name S [--json]            the dashboard's numbers: totals and sparklines
     anfang local up [--town CODE|FILE]               the local stack, until SIGINT/SIGTERM
     anfang local demo [--events N] [--devices M]     the whole job locally, with a summary and a report
 
@@ -310,6 +311,28 @@ def _dlq_redrive(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+    from dataclasses import asdict  # noqa: PLC0415
+
+    from anfang_ops.stackinfo import StackNotFoundError  # noqa: PLC0415
+    from anfang_ops.status import collect, render  # noqa: PLC0415
+
+    if not 5 <= args.minutes <= 1440:
+        raise CliError("--minutes must be between 5 and 1440")
+    try:
+        panels = collect(
+            _client("cloudwatch"), _client("sqs"), _client("cloudformation"), args.stack_name, minutes=args.minutes
+        )
+    except StackNotFoundError as exc:
+        raise CliError(str(exc)) from exc
+    if args.json:
+        print(json.dumps([asdict(panel) for panel in panels], ensure_ascii=False, indent=2))
+    else:
+        print(render(panels, minutes=args.minutes))
+    return 0
+
+
 def _local_up(args: argparse.Namespace) -> int:
     import logging  # noqa: PLC0415
 
@@ -461,6 +484,14 @@ def _add_consumers(sub: Any) -> None:
     redrive.set_defaults(run=_dlq_redrive)
 
 
+def _add_status(sub: Any) -> None:
+    status = sub.add_parser("status", help="the town dashboard's numbers in the terminal")
+    status.add_argument("--stack-name", required=True)
+    status.add_argument("--minutes", type=int, default=60, help="how far back (5-minute points)")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(run=_status)
+
+
 def _add_local(sub: Any) -> None:
     local = sub.add_parser("local", help="the local stack").add_subparsers(dest="action", required=True)
     up = local.add_parser("up", help="start the local stack and run until SIGINT/SIGTERM")
@@ -488,6 +519,7 @@ def parser() -> argparse.ArgumentParser:
     _add_registry(sub)
     _add_sites_and_partners(sub)
     _add_consumers(sub)
+    _add_status(sub)
     _add_local(sub)
     return root
 
@@ -502,6 +534,12 @@ def main(argv: list[str] | None = None, *, kms: Any | None = None) -> int:
     except CliError as exc:
         print(f"anfang {args.command}: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        # botocore's own failures (no region, no credentials, endpoint unreachable) are the user's to fix: one line
+        if type(exc).__module__.startswith("botocore."):
+            print(f"anfang {args.command}: {exc}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

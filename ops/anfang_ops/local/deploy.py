@@ -40,6 +40,7 @@ IN_PROCESS: Final = frozenset(
         "AWS::ApiGateway::Stage",
         "AWS::Logs::LogGroup",
         "AWS::CloudWatch::Alarm",
+        "AWS::CloudWatch::Dashboard",  # its widgets name the functions; locally `anfang status` shows the same
     }
 )
 # Resource policies and the API's web ACL: moto enforces neither, so the local stack skips them.
