@@ -42,6 +42,8 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         errors = sum(1 for image in analysed.images if image.analysis and image.analysis.quality == "error")
         metrics.add_metric(name="ImagesAnalysed", unit=MetricUnit.Count, value=len(analysed.images))
         metrics.add_metric(name="ImagesErrored", unit=MetricUnit.Count, value=errors)
+        faces = sum(len(image.analysis.faces) for image in analysed.images if image.analysis)  # each one blurred
+        metrics.add_metric(name="FacesBlurred", unit=MetricUnit.Count, value=faces)
         outgoing[record.message_id] = analysed.model_dump_json(by_alias=True)
 
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)

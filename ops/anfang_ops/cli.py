@@ -1,11 +1,15 @@
 """The ``anfang`` command line (stdlib argparse), for ops and consumers of a town stack.
 
     anfang towns render [--check]                    infra/towns/*.toml → samconfig.toml
-    anfang devices register|revoke|list --stack-name S    the device registry
-    anfang partners register --stack-name S          the health commission's key
+    anfang towns new --code C --name N               a new town file (then samconfig.toml rendered)
+    anfang devices register|revoke|list|retire --stack-name S    the device registry
+    anfang devices import devices.csv --stack-name S [--dry-run]    bulk registration, reported per row
+    anfang sites update --stack-name S --site-id X [--name N] [--site-type T]
+    anfang partners register|list|revoke --stack-name S   the health commission's key
     anfang decrypt [-i records.ndjson] [-o out]      replace encrypted envelopes by their values
     anfang dlq redrive --stack-name S <queue>        move a dead-letter queue back to its source
-    anfang local up [--state-dir DIR]                the local stack, until SIGINT/SIGTERM
+    anfang status --stack-name S [--json]            the dashboard's numbers: totals and sparklines
+    anfang local up [--town CODE|FILE]               the local stack, until SIGINT/SIGTERM
     anfang local demo [--events N] [--devices M]     the whole job locally, with a summary and a report
 
 Commands that talk to a stack read its outputs through CloudFormation (``--stack-name``); boto3's usual
@@ -64,6 +68,30 @@ def _towns_render(args: argparse.Namespace) -> int:
         return 0
     output.write_text(text, encoding="utf-8")
     print(f"wrote {output}")
+    return 0
+
+
+def _towns_new(args: argparse.Namespace) -> int:
+    from anfang_ops.towns import TownConfigError, load_towns, render_samconfig, write_town  # noqa: PLC0415
+
+    towns_dir = Path(args.towns_dir)
+    try:
+        if args.dry_run:
+            print(f"would write a town file for {args.code} ({args.name}) in {towns_dir} and render {args.output}")
+            return 0
+        path = write_town(
+            towns_dir,
+            code=args.code,
+            name=args.name,
+            name_zh=args.name_zh,
+            env=args.env,
+            region=args.region,
+            health_codes=not args.no_health_codes,
+        )
+        Path(args.output).write_text(render_samconfig(load_towns(towns_dir)), encoding="utf-8")
+    except TownConfigError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"wrote {path} and {args.output}")
     return 0
 
 
@@ -154,6 +182,109 @@ def _devices_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _devices_import(args: argparse.Namespace) -> int:
+    from anfang_ops.fleet import FleetError, import_devices  # noqa: PLC0415
+
+    try:
+        text = Path(args.file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read {args.file}: {exc}") from exc
+    try:
+        results = import_devices(_registry(args.stack_name), text, dry_run=args.dry_run)
+    except FleetError as exc:
+        raise CliError(f"{args.file}: {exc}") from exc
+    for result in results:
+        print(result)
+    failed = sum(1 for r in results if not r.ok)
+    changed = sum(1 for r in results if r.ok and r.actions)
+    mode = " (dry run: nothing written)" if args.dry_run else ""
+    print(f"{len(results)} rows: {changed} changed, {len(results) - changed - failed} unchanged, {failed} failed{mode}")
+    return 1 if failed else 0
+
+
+def _devices_retire(args: argparse.Namespace) -> int:
+    from anfang.aws.registry import RegistryError  # noqa: PLC0415
+
+    registry = _registry(args.stack_name)
+    record = registry.device(args.device_id)
+    if record is None:
+        raise CliError(f"device {args.device_id} is not registered")
+    if args.dry_run:
+        keys = [k.key_id for k in registry.keys_of(args.device_id) if args.device_id in k.device_ids]
+        print(f"would retire {args.device_id} (site {record.site.site_id}) and unbind {len(keys)} key(s)")
+        return 0
+    try:
+        retired = registry.retire_device(args.device_id)
+    except RegistryError as exc:
+        raise CliError(f"{exc.code.value}: {exc.detail}") from exc
+    print(f"retired {args.device_id} at {retired.retired_at:%Y-%m-%d %H:%M:%S}Z; no key may send for it")
+    return 0
+
+
+def _sites_update(args: argparse.Namespace) -> int:
+    from anfang.aws.registry import RegistryError  # noqa: PLC0415
+
+    if args.name is None and args.site_type is None:
+        raise CliError("give --name and/or --site-type")
+    registry = _registry(args.stack_name)
+    if args.dry_run:
+        devices = [d for d in registry.devices() if d.site.site_id == args.site_id]
+        if not devices:
+            raise CliError(f"no device is registered at site {args.site_id}")
+        print(f"would update site {args.site_id} on {len(devices)} device(s)")
+        return 0
+    try:
+        updated = registry.update_site(args.site_id, name=args.name, site_type=args.site_type)
+    except RegistryError as exc:
+        raise CliError(f"{exc.code.value}: {exc.detail}") from exc
+    site = updated[0].site
+    print(f"site {site.site_id}: {site.site_type}, {site.name!r} on {len(updated)} device(s)")
+    return 0
+
+
+def _partners_list(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    partners = _registry(args.stack_name).partners()
+    if args.json:
+        rows = [
+            {
+                "key_id": p.key_id,
+                "role": p.role,
+                "name": p.name,
+                "status": p.status,
+                "registered_at": p.registered_at.isoformat() if p.registered_at else None,
+                "revoked_at": p.revoked_at.isoformat() if p.revoked_at else None,
+            }
+            for p in partners
+        ]
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    for p in partners:
+        print(f"{p.key_id}  {p.role:<18} {p.status:<8} {p.name}")
+    return 0
+
+
+def _partners_revoke(args: argparse.Namespace) -> int:
+    from anfang.aws.registry import RegistryError  # noqa: PLC0415
+
+    registry = _registry(args.stack_name)
+    key = registry.resolve(args.key_id)
+    if key is None:
+        raise CliError(f"no key {args.key_id}")
+    if key.role == "device":
+        raise CliError(f"{args.key_id} is a device key; use `anfang devices revoke`")
+    if args.dry_run:
+        print(f"would revoke the {key.role} key {args.key_id} ({key.status})")
+        return 0
+    try:
+        registry.revoke_key(args.key_id)
+    except RegistryError as exc:
+        raise CliError(f"{exc.code.value}: {exc.detail}") from exc
+    print(f"revoked {args.key_id}")
+    return 0
+
+
 def _partners_register(args: argparse.Namespace) -> int:
     from anfang.aws.registry import RegistryError  # noqa: PLC0415
     from anfang.contracts import load_public_key  # noqa: PLC0415
@@ -180,6 +311,28 @@ def _dlq_redrive(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+    from dataclasses import asdict  # noqa: PLC0415
+
+    from anfang_ops.stackinfo import StackNotFoundError  # noqa: PLC0415
+    from anfang_ops.status import collect, render  # noqa: PLC0415
+
+    if not 5 <= args.minutes <= 1440:
+        raise CliError("--minutes must be between 5 and 1440")
+    try:
+        panels = collect(
+            _client("cloudwatch"), _client("sqs"), _client("cloudformation"), args.stack_name, minutes=args.minutes
+        )
+    except StackNotFoundError as exc:
+        raise CliError(str(exc)) from exc
+    if args.json:
+        print(json.dumps([asdict(panel) for panel in panels], ensure_ascii=False, indent=2))
+    else:
+        print(render(panels, minutes=args.minutes))
+    return 0
+
+
 def _local_up(args: argparse.Namespace) -> int:
     import logging  # noqa: PLC0415
 
@@ -189,7 +342,13 @@ def _local_up(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    stack = LocalStack(Path(args.root), Path(args.state_dir), aws_port=args.aws_port, api_port=args.api_port)
+    from anfang_ops.towns import TownConfigError, find_town  # noqa: PLC0415
+
+    try:
+        town = find_town(Path(args.root) / "infra" / "towns", args.town)
+    except TownConfigError as exc:
+        raise CliError(str(exc)) from exc
+    stack = LocalStack(Path(args.root), Path(args.state_dir), town=town, aws_port=args.aws_port, api_port=args.api_port)
     info = stack.start()
     try:
         print(f"local stack {info.stack_name} (town {info.town}) is up")
@@ -205,11 +364,18 @@ def _local_up(args: argparse.Namespace) -> int:
 
 
 def _local_demo(args: argparse.Namespace) -> int:
-    from anfang_ops.local.demo import run_demo  # noqa: PLC0415 - needs the dev extra (moto server)
+    from anfang_ops.local.demo import DemoError, run_demo  # noqa: PLC0415 - needs the dev extra (moto server)
 
-    result = run_demo(
-        Path(args.root).resolve(), Path(args.out), events=args.events, devices=args.devices, timeout_secs=args.timeout
-    )
+    try:
+        result = run_demo(
+            Path(args.root).resolve(),
+            Path(args.out),
+            events=args.events,
+            devices=args.devices,
+            timeout_secs=args.timeout,
+        )
+    except DemoError as exc:
+        raise CliError(str(exc)) from exc
     print(result.summary())
     print(f"records: {args.out}/gov_cloud.ndjson, {args.out}/police_video.ndjson; report: {args.out}/report.html")
     print(f"function logs: {args.out}/functions.log")
@@ -226,6 +392,17 @@ def _add_towns(sub: Any) -> None:
     render.add_argument("--output", default="samconfig.toml")
     render.add_argument("--check", action="store_true", help="fail if the file differs instead of writing it")
     render.set_defaults(run=_towns_render)
+    new = towns.add_parser("new", help="write infra/towns/<name>.toml for a new town and render samconfig.toml")
+    new.add_argument("--code", required=True, help="the township's 9-digit division code, or the 8-digit town code")
+    new.add_argument("--name", required=True, help="the town's name in Latin letters (tags, dashboards, file name)")
+    new.add_argument("--name-zh", default=None, help="the town's own name, e.g. 青城镇")
+    new.add_argument("--env", default=None, help="file and config-environment name (default: from --name)")
+    new.add_argument("--region", default="cn-north-1")
+    new.add_argument("--no-health-codes", action="store_true", help="a town without the health-code feature")
+    new.add_argument("--towns-dir", default="infra/towns")
+    new.add_argument("--output", default="samconfig.toml")
+    new.add_argument("--dry-run", action="store_true")
+    new.set_defaults(run=_towns_new)
 
 
 def _add_registry(sub: Any) -> None:
@@ -250,6 +427,29 @@ def _add_registry(sub: Any) -> None:
     listing.add_argument("--stack-name", required=True)
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(run=_devices_list)
+    bulk = devices.add_parser("import", help="register devices and bind keys from a CSV file, reporting per row")
+    bulk.add_argument("file", help="CSV with the header device_id,site_id,site_type,site_name,public_key")
+    bulk.add_argument("--stack-name", required=True)
+    bulk.add_argument("--dry-run", action="store_true", help="check every row and say what would change")
+    bulk.set_defaults(run=_devices_import)
+    retire = devices.add_parser("retire", help="retire a device: its keys may no longer send for it")
+    retire.add_argument("--stack-name", required=True)
+    retire.add_argument("--device-id", required=True)
+    retire.add_argument("--dry-run", action="store_true")
+    retire.set_defaults(run=_devices_retire)
+
+
+def _add_sites_and_partners(sub: Any) -> None:
+    from anfang.contracts import SITE_TYPES  # noqa: PLC0415
+
+    sites = sub.add_parser("sites", help="sites of the device registry").add_subparsers(dest="action", required=True)
+    update = sites.add_parser("update", help="rename a site or change its type on every device at it")
+    update.add_argument("--stack-name", required=True)
+    update.add_argument("--site-id", required=True)
+    update.add_argument("--name", default=None)
+    update.add_argument("--site-type", default=None, choices=SITE_TYPES)
+    update.add_argument("--dry-run", action="store_true")
+    update.set_defaults(run=_sites_update)
 
     partners = sub.add_parser("partners", help="partner keys").add_subparsers(dest="action", required=True)
     partner = partners.add_parser("register", help="register the health commission's key; prints the key id")
@@ -257,6 +457,15 @@ def _add_registry(sub: Any) -> None:
     partner.add_argument("--public-key", required=True)
     partner.add_argument("--name", required=True, help="e.g. the county health commission")
     partner.set_defaults(run=_partners_register)
+    plist = partners.add_parser("list", help="partner keys, active and revoked")
+    plist.add_argument("--stack-name", required=True)
+    plist.add_argument("--json", action="store_true")
+    plist.set_defaults(run=_partners_list)
+    prevoke = partners.add_parser("revoke", help="revoke a partner key (kept for audit)")
+    prevoke.add_argument("--stack-name", required=True)
+    prevoke.add_argument("--key-id", required=True)
+    prevoke.add_argument("--dry-run", action="store_true")
+    prevoke.set_defaults(run=_partners_revoke)
 
 
 def _add_consumers(sub: Any) -> None:
@@ -275,10 +484,21 @@ def _add_consumers(sub: Any) -> None:
     redrive.set_defaults(run=_dlq_redrive)
 
 
+def _add_status(sub: Any) -> None:
+    status = sub.add_parser("status", help="the town dashboard's numbers in the terminal")
+    status.add_argument("--stack-name", required=True)
+    status.add_argument("--minutes", type=int, default=60, help="how far back (5-minute points)")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(run=_status)
+
+
 def _add_local(sub: Any) -> None:
     local = sub.add_parser("local", help="the local stack").add_subparsers(dest="action", required=True)
     up = local.add_parser("up", help="start the local stack and run until SIGINT/SIGTERM")
     up.add_argument("--root", default=".", help="the repository (template.yaml, functions/, infra/towns/)")
+    up.add_argument(
+        "--town", default=None, help="a town file, or a town's name or code in infra/towns/ (default: the first)"
+    )
     up.add_argument("--state-dir", default=".anfang/local")
     up.add_argument("--aws-port", type=int, default=0, help="moto server port (default: a free one)")
     up.add_argument("--api-port", type=int, default=0, help="API port (default: a free one)")
@@ -297,7 +517,9 @@ def parser() -> argparse.ArgumentParser:
     sub = root.add_subparsers(dest="command", required=True)
     _add_towns(sub)
     _add_registry(sub)
+    _add_sites_and_partners(sub)
     _add_consumers(sub)
+    _add_status(sub)
     _add_local(sub)
     return root
 
@@ -312,6 +534,12 @@ def main(argv: list[str] | None = None, *, kms: Any | None = None) -> int:
     except CliError as exc:
         print(f"anfang {args.command}: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        # botocore's own failures (no region, no credentials, endpoint unreachable) are the user's to fix: one line
+        if type(exc).__module__.startswith("botocore."):
+            print(f"anfang {args.command}: {exc}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

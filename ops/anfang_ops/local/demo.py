@@ -6,6 +6,10 @@ snapshot through its presigned URL and sends deltas; both destination queues are
 ``<out>/<destination>.ndjson`` as records arrive. It ends with a summary and ``<out>/report.html``, and
 fails (exit 1) if an accepted event did not reach both destinations or anything reached a dead-letter queue.
 What the functions log goes to ``<out>/functions.log``.
+
+Each run starts from a clean state of its own: what an earlier run left in ``<out>`` (agents' spools and keys,
+the local stack's state, records, report) is removed first, so a second ``make demo`` counts only its own
+events. A folder holding anything the demo did not write is refused rather than emptied.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import html
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -40,10 +45,14 @@ from anfang_ops.towns import TownConfig, load_towns
 
 from .stack import LocalStack
 
-__all__ = ["DemoResult", "run_demo"]
+__all__ = ["DemoError", "DemoResult", "run_demo"]
 
 DEVICES_PER_SITE: Final = 2
-DEMO_TOWN: Final = "xihu-beishan"
+#: What a run writes in its ``out`` folder, and so what the next run may remove.
+DEMO_ENTRIES: Final = frozenset(
+    {"agents", "local", "functions.log", "report.html", *(f"{d}.ndjson" for d in DESTINATIONS)}
+)
+DEMO_TOWN: Final = "gaoqing-tianzhen"
 _DLQ_OUTPUTS: Final = {
     "analyse": "AnalyseDeadLetterQueueUrl",
     "process": "ProcessDeadLetterQueueUrl",
@@ -51,6 +60,24 @@ _DLQ_OUTPUTS: Final = {
     "police_video": "PoliceVideoDeadLetterQueueUrl",
     "healthcode_import": "ImportDeadLetterQueueUrl",
 }
+
+
+class DemoError(Exception):
+    """The demo cannot start (its output folder holds something it did not write)."""
+
+
+def _fresh_out(out: Path) -> None:
+    """Remove what an earlier run left in ``out``; refuse a folder holding anything else."""
+    out.mkdir(parents=True, exist_ok=True)
+    entries = list(out.iterdir())
+    strangers = sorted(p.name for p in entries if p.name not in DEMO_ENTRIES)
+    if strangers:
+        raise DemoError(f"{out} holds {', '.join(strangers[:3])}, which the demo did not write; choose another --out")
+    for path in entries:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 @dataclass
@@ -266,7 +293,7 @@ def run_demo(
     import boto3  # noqa: PLC0415
 
     started = time.monotonic()
-    out.mkdir(parents=True, exist_ok=True)
+    _fresh_out(out)
     result = DemoResult(events=events)
     fixtures = root.parent / "shared" / "fixtures" / "images"
     stream.write(f"anfang local demo: {events} events from {devices} simulated devices\n")

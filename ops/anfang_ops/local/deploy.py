@@ -40,6 +40,7 @@ IN_PROCESS: Final = frozenset(
         "AWS::ApiGateway::Stage",
         "AWS::Logs::LogGroup",
         "AWS::CloudWatch::Alarm",
+        "AWS::CloudWatch::Dashboard",  # its widgets name the functions; locally `anfang status` shows the same
     }
 )
 # Resource policies and the API's web ACL: moto enforces neither, so the local stack skips them.
@@ -211,9 +212,12 @@ def deploy_stack(
     if stack["StackStatus"] != "CREATE_COMPLETE":
         raise RuntimeError(f"local stack {stack_name}: {stack['StackStatus']} {stack.get('StackStatusReason', '')}")
     resolved = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    # A resource whose Condition is false is not created, yet moto lists it as an entry with neither a logical
+    # nor a physical id (PoliceFieldKey of a town that brings its own key, gaoqing-luhu); skip such entries.
     physical = {
         r["LogicalResourceId"]: r["PhysicalResourceId"]
         for r in cfn.describe_stack_resources(StackName=stack_name)["StackResources"]
+        if "LogicalResourceId" in r and "PhysicalResourceId" in r
     }
     physical.update(literals)
 

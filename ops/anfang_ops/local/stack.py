@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 import urllib.request
 from dataclasses import asdict, dataclass
@@ -19,6 +20,7 @@ from typing import Any, Final
 from anfang_ops.towns import TownConfig, load_towns
 
 from .deploy import DeployedStack, deploy_stack
+from .metrics import EmfForwarder
 from .pollers import S3Poller, SqsPoller
 from .runtime import apply_environment, load_handler
 
@@ -80,6 +82,7 @@ class LocalStack:
         self.pollers: list[SqsPoller | S3Poller] = []
         self.info: StackInfo | None = None
         self._saved_environ: dict[str, str] | None = None
+        self._emf: EmfForwarder | None = None
 
     @property
     def stack_json(self) -> Path:
@@ -118,6 +121,14 @@ class LocalStack:
             visibility_timeout_max_secs=self.visibility_timeout_max_secs,
         )
         apply_environment(self.deployed.functions, aws_env)
+        # Only the API reads its service name from the environment (the others name it in code): give it its own,
+        # so its metrics carry the dimensions they carry on Lambda.
+        for function in self.deployed.functions.values():
+            if function.api_routes and "POWERTOOLS_SERVICE_NAME" in function.environment:
+                os.environ["POWERTOOLS_SERVICE_NAME"] = function.environment["POWERTOOLS_SERVICE_NAME"]
+        # CloudWatch's part: the metrics the functions print (EMF) go to the local CloudWatch (`anfang status`)
+        self._emf = EmfForwarder(sys.stdout, session.client("cloudwatch", endpoint_url=endpoint)).start()
+        sys.stdout = self._emf
 
         sqs = session.client("sqs", endpoint_url=endpoint)
         s3 = session.client("s3", endpoint_url=endpoint)
@@ -179,6 +190,11 @@ class LocalStack:
             self._api = None
         for thread in self._threads:
             thread.join(timeout=10)
+        if self._emf is not None:
+            if sys.stdout is self._emf:
+                sys.stdout = self._emf.inner
+            self._emf.stop()
+            self._emf = None
         if self._moto is not None:
             # moto's backends are process-wide: forget this stack so the next one (or a test) starts empty
             host, port = self._moto.get_host_and_port()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from anfang_ops.local.demo import DESTINATIONS, run_demo
+from anfang_ops.local.demo import DESTINATIONS, DemoError, run_demo
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -34,3 +34,26 @@ def test_the_demo_delivers_every_event_to_both_destinations_and_reports_them(tmp
     # AND the gov cloud got health codes for identified people, from the commission's snapshot and deltas
     gov = [json.loads(line) for line in (tmp_path / "gov_cloud.ndjson").open()]
     assert any(record.get("health_code") for record in gov if record["event_type"] in ("access", "visitor"))
+
+
+def test_the_demo_run_twice_in_the_same_folder_passes_twice_and_counts_only_its_own_events(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    first = run_demo(ROOT, out, events=30, devices=2, timeout_secs=120, stream=io.StringIO())
+    assert first.ok, first.summary()
+    first_ids = {json.loads(line)["event_id"] for line in (out / "police_video.ndjson").open()}
+    # WHEN the demo runs again in the same folder (a newcomer's second `make demo`)
+    stream = io.StringIO()
+    second = run_demo(ROOT, out, events=30, devices=2, timeout_secs=120, stream=stream)
+    # THEN it passes too, with its own 30 events and none of the first run's
+    assert second.ok, second.summary() + "\n" + stream.getvalue()
+    assert second.sent == second.accepted == 30
+    assert second.delivered == {"gov_cloud": 30, "police_video": 30}
+    second_ids = {json.loads(line)["event_id"] for line in (out / "police_video.ndjson").open()}
+    assert len(second_ids) == 30 and not second_ids & first_ids
+
+
+def test_the_demo_refuses_a_folder_it_did_not_write(tmp_path: Path) -> None:
+    (tmp_path / "thesis.tex").write_text("mine")
+    with pytest.raises(DemoError, match="thesis.tex"):
+        run_demo(ROOT, tmp_path, events=1, devices=1, stream=io.StringIO())
+    assert (tmp_path / "thesis.tex").read_text() == "mine"

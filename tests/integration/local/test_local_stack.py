@@ -34,7 +34,7 @@ from anfang_ops.towns import load_towns
 
 ROOT = Path(__file__).resolve().parents[3]
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "images"
-TOWN = next(t for t in load_towns(ROOT / "infra" / "towns") if t.env == "xihu-beishan")
+TOWN = next(t for t in load_towns(ROOT / "infra" / "towns") if t.env == "gaoqing-tianzhen")
 DEVICE = f"{TOWN.town.code}001320000001"  # division 8 + industry 00 + type 132 + network 0 + serial
 
 pytestmark = pytest.mark.slow
@@ -66,7 +66,7 @@ def device_key(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> S
     assert stack.info is not None
     code = anfang(
         ["devices", "register", "--stack-name", stack.info.stack_name, "--device-id", DEVICE]
-        + ["--public-key", str(key_file), "--site-id", "xihu-001", "--site-type", "residential_closed"]
+        + ["--public-key", str(key_file), "--site-id", "tianzhen-001", "--site-type", "residential_closed"]
         + ["--site-name", "Lakeside Garden"]
     )
     assert code == 0
@@ -168,7 +168,7 @@ def test_the_edge_agent_delivers_through_the_local_stack(
         assert (
             anfang(
                 ["devices", "register", "--stack-name", stack.info.stack_name, "--device-id", f"{prefix}{serial:06d}"]
-                + ["--public-key", str(tmp_path / "gateway.pub"), "--site-id", "xihu-009", "--site-type", "rural"]
+                + ["--public-key", str(tmp_path / "gateway.pub"), "--site-id", "tianzhen-009", "--site-type", "rural"]
                 + ["--site-name", "Meijiawu village"]
             )
             == 0

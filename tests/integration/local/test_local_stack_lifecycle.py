@@ -13,7 +13,7 @@ from anfang_ops.local import LocalStack
 from anfang_ops.towns import load_towns
 
 ROOT = Path(__file__).resolve().parents[3]
-TOWN = next(t for t in load_towns(ROOT / "infra" / "towns") if t.env == "xihu-beishan")
+TOWN = next(t for t in load_towns(ROOT / "infra" / "towns") if t.env == "gaoqing-tianzhen")
 
 pytestmark = pytest.mark.slow
 

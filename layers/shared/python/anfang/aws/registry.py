@@ -7,7 +7,7 @@ One table, partition key ``pk`` (S), two kinds of item:
   device, a site gateway's key every device behind it), ``name`` (partners), ``status``
   (``active``/``revoked``), ``not_before``/``not_after`` (RFC 3339, optional), ``registered_at``, ``revoked_at``.
 - ``device#<device_id>``: ``kind=device``, ``device_id``, ``town``, ``site_id``, ``site_type``, ``site_name``,
-  ``registered_at``.
+  ``registered_at``, ``retired_at`` (once retired: kept for audit and for the records of its past events).
 
 - ``bind#<key_id>#<device_id>``: ``kind=binding``, ``key_id``, ``device_id``: one per device a key may send for,
   written in the same transaction as the key (or by :meth:`DeviceRegistry.bind`).
@@ -52,6 +52,7 @@ __all__ = [
     "DeviceRecord",
     "DeviceRegistry",
     "KeyExistsError",
+    "PartnerRecord",
     "RegistryError",
     "Site",
     "UnknownDeviceError",
@@ -92,6 +93,19 @@ class DeviceRecord:
     town: str
     site: Site
     registered_at: datetime
+    retired_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PartnerRecord:
+    """A partner key (the health commission's), as ``anfang partners list`` shows it."""
+
+    key_id: str
+    role: str
+    name: str
+    status: str
+    registered_at: datetime | None
+    revoked_at: datetime | None
 
 
 def _s(value: str) -> dict[str, str]:
@@ -129,6 +143,7 @@ def _device_record(item: dict[str, Any]) -> DeviceRecord:
             name=item["site_name"]["S"],
         ),
         registered_at=datetime.fromisoformat(item["registered_at"]["S"]),
+        retired_at=_opt_time(item, "retired_at"),
     )
 
 
@@ -408,3 +423,97 @@ class DeviceRegistry:
         except self._client.exceptions.ConditionalCheckFailedException:
             raise RegistryError("no such key", code=ErrorCode.UNKNOWN_KEY) from None
         self.invalidate(key_id)
+
+    # ------------------------------------------------------------------------------------------------ fleet (ops)
+
+    def _scan(
+        self, filter_expression: str, values: dict[str, Any], names: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "FilterExpression": filter_expression,
+            "ExpressionAttributeValues": values,
+        }
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
+        while True:
+            page = self._client.scan(**kwargs)
+            items.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def retire_device(self, device_id: str) -> DeviceRecord:
+        """Retire a device: no key may send for it any more (its bindings go, and it leaves every key's
+        ``device_ids``); its registry item stays, marked ``retired_at``, for audit and enrichment of events
+        already on their way. Registering it again brings it back (keys must then be bound again)."""
+        record = self.device(device_id)
+        if record is None:
+            raise UnknownDeviceError(f"device {device_id} is not registered", code=ErrorCode.PAYLOAD_INVALID)
+        bindings = self._client.query(
+            TableName=self._table,
+            IndexName=BY_DEVICE_INDEX,
+            KeyConditionExpression="device_id = :d AND begins_with(pk, :k)",
+            ExpressionAttributeValues={":d": _s(device_id), ":k": _s("bind#")},
+        ).get("Items", [])
+        for binding in bindings:
+            key_id = binding["key_id"]["S"]
+            self._client.update_item(
+                TableName=self._table,
+                Key={"pk": _s(f"key#{key_id}")},
+                UpdateExpression="DELETE device_ids :d",
+                ExpressionAttributeValues={":d": {"SS": [device_id]}},
+            )
+            self._client.delete_item(TableName=self._table, Key={"pk": binding["pk"]})
+            self.invalidate(key_id)
+        retired_at = record.retired_at or self._now()
+        self._client.update_item(
+            TableName=self._table,
+            Key={"pk": _s(f"device#{device_id}")},
+            UpdateExpression="SET retired_at = :t",
+            ExpressionAttributeValues={":t": _s(_iso(retired_at))},
+        )
+        self._cache.pop(f"device#{device_id}", None)
+        return DeviceRecord(record.device_id, record.town, record.site, record.registered_at, retired_at)
+
+    def update_site(
+        self, site_id: str, *, name: str | None = None, site_type: SiteType | None = None
+    ) -> list[DeviceRecord]:
+        """Rename a site or change its type on every device registered at it; returns the devices as updated."""
+        if site_type is not None and site_type not in SITE_TYPES:
+            raise RegistryError(f"site_type must be one of {', '.join(SITE_TYPES)}", code=ErrorCode.PAYLOAD_INVALID)
+        records = [r for r in self.devices() if r.site.site_id == site_id]
+        if not records:
+            raise RegistryError(f"no device is registered at site {site_id}", code=ErrorCode.PAYLOAD_INVALID)
+        updated = []
+        for record in records:
+            site = Site(site_id, site_type or record.site.site_type, name or record.site.name)
+            self._client.update_item(
+                TableName=self._table,
+                Key={"pk": _s(f"device#{record.device_id}")},
+                UpdateExpression="SET site_type = :t, site_name = :n",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues={":t": _s(site.site_type), ":n": _s(site.name)},
+            )
+            self._cache.pop(f"device#{record.device_id}", None)
+            updated.append(DeviceRecord(record.device_id, record.town, site, record.registered_at, record.retired_at))
+        return updated
+
+    def partners(self) -> list[PartnerRecord]:
+        """Every partner key (role other than ``device``), active and revoked (an admin read: one Scan)."""
+        items = self._scan("kind = :k AND #r <> :device", {":k": _s("key"), ":device": _s("device")}, {"#r": "role"})
+        return sorted(
+            (
+                PartnerRecord(
+                    key_id=item["key_id"]["S"],
+                    role=item["role"]["S"],
+                    name=item.get("name", {}).get("S", ""),
+                    status=item["status"]["S"],
+                    registered_at=_opt_time(item, "registered_at"),
+                    revoked_at=_opt_time(item, "revoked_at"),
+                )
+                for item in items
+            ),
+            key=lambda p: (p.role, p.name, p.key_id),
+        )
