@@ -75,6 +75,9 @@ DECODE_MIN_SIDE_PIXELS: Final = max(face_detector.PASS_SIDES_PIXELS)
 #: Metrics (sharpness, brightness, contrast) and the perceptual hash are measured at this long side, so they
 #: compare across sizes.
 METRICS_SIDE_PIXELS: Final = 480
+#: A face crop (role ``face``) is mostly face: the detector's coarse pass finds it, and the fine pass for small
+#: faces would double the cost of a crop for nothing (and no policy may send a face crop where faces may not go).
+CROP_PASS_SIDES_PIXELS: Final = face_detector.PASS_SIDES_PIXELS[:1]
 #: Margin around a face box that is blurred too, as a fraction of the box size on each side.
 FACE_MARGIN_FRACTION: Final = 0.25
 #: A blurred face keeps at most this many blocks across its (margined) box: far below recognisability.
@@ -217,9 +220,9 @@ def _complete(raw: bytes, content_type: str) -> bool:
     return raw.rfind(b"\xff\xd9") > raw.rfind(b"\xff\xda") > 0
 
 
-def _reduce_flag(content_type: str, long_side: int) -> int:
+def _reduce_flag(content_type: str, long_side: int, min_side: int) -> int:
     """The imdecode flag: a JPEG decodes at 1/8, 1/4 or 1/2 in the DCT when its long side stays at least
-    ``DECODE_MIN_SIDE_PIXELS``. The EXIF orientation is always ignored by OpenCV and applied by :func:`_upright`."""
+    ``min_side``. The EXIF orientation is always ignored by OpenCV and applied by :func:`_upright`."""
     flag = cv2.IMREAD_COLOR
     if content_type == "image/jpeg":
         for scale, reduced in (
@@ -227,7 +230,7 @@ def _reduce_flag(content_type: str, long_side: int) -> int:
             (4, cv2.IMREAD_REDUCED_COLOR_4),
             (2, cv2.IMREAD_REDUCED_COLOR_2),
         ):
-            if long_side // scale >= DECODE_MIN_SIDE_PIXELS:
+            if long_side // scale >= min_side:
                 flag = reduced
                 break
     return flag | cv2.IMREAD_IGNORE_ORIENTATION
@@ -262,7 +265,7 @@ class _Decoded:
     orientation: int
 
 
-def _decode(raw: bytes, max_pixels: int) -> _Decoded:
+def _decode(raw: bytes, max_pixels: int, min_side: int = DECODE_MIN_SIDE_PIXELS) -> _Decoded:
     try:
         content_type, width, height = image_size(raw)
     except ValueError as exc:
@@ -274,7 +277,7 @@ def _decode(raw: bytes, max_pixels: int) -> _Decoded:
         raise _AnalysisError("too_many_pixels")
     if not _complete(raw, content_type):
         raise _AnalysisError("truncated")
-    image = cv2.imdecode(np.frombuffer(raw, dtype=np.uint8), _reduce_flag(content_type, max(width, height)))
+    image = cv2.imdecode(np.frombuffer(raw, dtype=np.uint8), _reduce_flag(content_type, max(width, height), min_side))
     if image is None or image.ndim != 3 or image.shape[0] == 0:
         raise _AnalysisError("decode_failed")
     orientation = exif_orientation(raw) if content_type == "image/jpeg" else 1
@@ -346,7 +349,9 @@ def _analyse(
     kinds: frozenset[DerivedKind],
     detect_faces: bool,
 ) -> Analysed:
-    decoded = _decode(raw, max_pixels)
+    passes = CROP_PASS_SIDES_PIXELS if role == "face" else face_detector.PASS_SIDES_PIXELS
+    # decoded no smaller than the detector's largest pass needs (without detection: the metrics' side)
+    decoded = _decode(raw, max_pixels, max(METRICS_SIDE_PIXELS, *(passes if detect_faces else ())))
     image, width, height = decoded.image, decoded.width, decoded.height
 
     metrics = cv2.cvtColor(_resize_long_side(image, METRICS_SIDE_PIXELS), cv2.COLOR_BGR2GRAY)
@@ -359,7 +364,7 @@ def _analyse(
 
     # Faces on the upright reduced decode, scaled to the upright picture at full resolution.
     fx, fy = width / image.shape[1], height / image.shape[0]
-    found = face_detector.detect_faces(image) if detect_faces else []
+    found = face_detector.detect_faces(image, passes=passes) if detect_faces else []
     detected = [b for b in (_scaled(box, fx, fy, width, height) for box in found) if b is not None]
 
     quality: Quality

@@ -139,8 +139,12 @@ def _pass(rgb: Any, side: int, min_score: float) -> tuple[Any, Any]:
     return boxes, scores[keep]
 
 
-def detect_faces(image: Any, *, rgb: bool = False, min_score: float = MIN_SCORE) -> list[Box]:
+def detect_faces(
+    image: Any, *, rgb: bool = False, min_score: float = MIN_SCORE, passes: tuple[int, ...] | None = None
+) -> list[Box]:
     """Face boxes in the pixels of ``image`` (uint8 BGR, or RGB with ``rgb=True``, or grey), sorted by x, y.
+
+    ``passes`` overrides :data:`PASS_SIDES_PIXELS` (a face crop needs only the coarse pass: its face is large).
 
     The image must be upright (EXIF orientation applied). Raises :class:`FaceModelMissingError` when the
     model cannot be loaded: a caller that blurs faces must then fail closed (release no image).
@@ -150,7 +154,7 @@ def detect_faces(image: Any, *, rgb: bool = False, min_score: float = MIN_SCORE)
     elif not rgb:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     height, width = image.shape[:2]
-    found = [_pass(image, side, min_score) for side in PASS_SIDES_PIXELS]
+    found = [_pass(image, side, min_score) for side in (PASS_SIDES_PIXELS if passes is None else passes)]
     boxes = np.concatenate([b for b, _ in found])
     scores = np.concatenate([s for _, s in found])
     if not len(scores):
