@@ -139,6 +139,14 @@ def test_thumbnails_fit_their_sides_and_keep_aspect() -> None:
     assert _decode(result.thumbnail_faces_blurred or b"").shape[:2] == (45, BLURRED_THUMBNAIL_MAX_SIDE_PIXELS)
 
 
+def test_without_face_detection_the_unblurred_thumbnail_and_the_measures_are_made() -> None:
+    # the benchmarks' path (thumbnail + metrics): decoded at 480 px, no boxes, no face-blurred thumbnail
+    result = analyse_image(image_bytes("scene_face_1920x1080.jpg"), role="scene", detect_faces=False)
+    assert result.analysis.quality == "ok" and result.analysis.faces == [] and result.analysis.phash
+    assert _decode(result.thumbnail or b"").shape[:2] == (180, THUMBNAIL_MAX_SIDE_PIXELS)
+    assert result.thumbnail_faces_blurred is None
+
+
 def test_only_the_kinds_asked_for_are_made() -> None:
     raw = image_bytes("scene_face_1920x1080.jpg")
     blurred_only = analyse_image(raw, role="scene", kinds=frozenset({"thumbnail_faces_blurred"}))

@@ -351,7 +351,7 @@ def _analyse(
 ) -> Analysed:
     passes = CROP_PASS_SIDES_PIXELS if role == "face" else face_detector.PASS_SIDES_PIXELS
     # decoded no smaller than the detector's largest pass needs (without detection: the metrics' side)
-    decoded = _decode(raw, max_pixels, max(METRICS_SIDE_PIXELS, *(passes if detect_faces else ())))
+    decoded = _decode(raw, max_pixels, max((METRICS_SIDE_PIXELS, *passes)) if detect_faces else METRICS_SIDE_PIXELS)
     image, width, height = decoded.image, decoded.width, decoded.height
 
     metrics = cv2.cvtColor(_resize_long_side(image, METRICS_SIDE_PIXELS), cv2.COLOR_BGR2GRAY)
