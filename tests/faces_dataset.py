@@ -204,6 +204,16 @@ def _paste(
     scene[y0:y1, x0:x1] = np.clip(target * (1 - mask) + warped * mask, 0, 255).astype(np.uint8)
 
 
+def paste_face(scene: Any, width: int, centre: tuple[float, float], *, tilt: float = 0.0) -> LabeledFace:
+    """Paste the astronaut's face (with hair and collar) into ``scene`` in place, ``width`` px wide, centred at
+    ``centre`` and tilted by ``tilt`` degrees; returns its label (box in ``scene``'s pixels)."""
+    patch, box = face_sources()[-1]
+    _paste(scene, patch, box, centre, width, tilt=tilt, gain=1.0, bias=0.0)
+    height = round(width * box[3] / box[2])
+    x, y = round(centre[0] - width / 2), round(centre[1] - height / 2)
+    return LabeledFace((x, y, width, height), share=width / max(scene.shape[:2]), tilt=tilt)
+
+
 def _place(rng: np.random.Generator, widths: list[int], aspect: float = 1.25) -> list[tuple[float, float]] | None:
     """Centres for faces of these widths, apart from each other and inside the scene (None if it fails)."""
     width, height = SCENE_SIZE

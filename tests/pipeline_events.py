@@ -159,7 +159,15 @@ def stored_images(event_id: str, roles: tuple[str, ...]) -> list[StoredImage]:
                 width=1920,
                 height=1080,
                 ref=f"raw/{event_id}/{role}.jpg",
-                analysis=ImageAnalysis(quality="ok", sharpness=500.0, brightness=100.0, contrast=50.0),
+                analysis=ImageAnalysis(
+                    quality="ok",
+                    sharpness=500.0,
+                    brightness=100.0,
+                    contrast=50.0,
+                    width=1920,
+                    height=1080,
+                    phash=sha[:16],  # the hash of the unblurred picture: must never reach the gov cloud
+                ),
                 derived={
                     "thumbnail": derived_key("thumbnail", thumb),
                     "thumbnail_faces_blurred": derived_key("thumbnail_faces_blurred", blurred),

@@ -248,3 +248,33 @@ def test_the_transform_takes_the_region_it_is_given_not_the_environment(monkeypa
     text = str(output["Resources"])
     assert "arn:aws-cn:" in text or "AWS::Partition" in text
     assert "arn:aws:" not in text
+
+
+def test_derived_images_expire_with_the_raw_images() -> None:
+    # GIVEN the two image buckets' lifecycle rules
+    resources = load_template()["Resources"]
+
+    def expirations(bucket: str) -> list[Any]:
+        rules = resources[bucket]["Properties"]["LifecycleConfiguration"]["Rules"]
+        return [r["ExpirationInDays"] for r in rules if r["Status"] == "Enabled" and "Prefix" not in r]
+
+    # THEN every object of the image bucket (the thumbnails) expires after the same parameter as the raw images,
+    # so no thumbnail outlives the picture it was made from, and there is no separate knob to make it
+    assert expirations("RawImageBucket") == [{"Ref": "RawImageRetentionDays"}]
+    assert expirations("ImageBucket") == [{"Ref": "RawImageRetentionDays"}]
+    assert "DerivedImageRetentionDays" not in load_template()["Parameters"]
+
+
+def test_both_pipeline_functions_agree_on_the_derived_images_and_the_default_is_what_the_policies_send() -> None:
+    from anfang.pipeline.process_wiring import derived_kinds_used  # noqa: PLC0415
+    from anfang.pipeline.thumbnails import DEFAULT_DERIVED_KINDS  # noqa: PLC0415
+    from anfang.policies import default_policies  # noqa: PLC0415
+
+    doc = load_template()
+    resources = doc["Resources"]
+    for function in ("AnalyseFunction", "ProcessFunction"):
+        variables = resources[function]["Properties"]["Environment"]["Variables"]
+        assert variables["DERIVED_IMAGES"] == {"Ref": "DerivedImages"}, function
+    # the default stores exactly what the default policies send: no unblurred thumbnail nobody reads
+    used = set().union(*(derived_kinds_used(p) for p in default_policies().values()))
+    assert set(doc["Parameters"]["DerivedImages"]["Default"].split(",")) == used == set(DEFAULT_DERIVED_KINDS)

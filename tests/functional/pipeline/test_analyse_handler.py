@@ -40,8 +40,8 @@ def _queue_event(stack: Stack, event_type: str, images: dict[str, bytes], *, dec
                 content_type=declared,  # type: ignore[arg-type]
                 sha256=hashlib.sha256(raw).hexdigest(),
                 size_bytes=len(raw),
-                width=316,
-                height=390,
+                width=1920 if role == "scene" else 316,
+                height=1080 if role == "scene" else 390,
                 ref=key,
             )
         )
@@ -78,24 +78,27 @@ def test_a_batch_with_corrupt_and_hostile_images_goes_on_whole(stack: Stack, mon
     face_event = out[ids["face"]]
     face_image, scene_image = face_event.images
     assert face_image.analysis is not None and face_image.analysis.quality == "ok"
-    assert len(face_image.analysis.faces) == 1
+    assert face_image.analysis.faces
     assert scene_image.analysis is not None and len(scene_image.analysis.faces) >= 1
-    assert set(scene_image.derived) == {"thumbnail", "thumbnail_faces_blurred"}
+    # only what a policy sends is made and stored (DERIVED_IMAGES): no unblurred thumbnail nobody reads
+    assert set(scene_image.derived) == {"thumbnail_faces_blurred"}
     for label, event_id in (("truncated", ids["truncated"]), ("unsupported_format", ids["gif"])):
         (image,) = out[event_id].images
         assert image.analysis is not None and image.analysis.quality == "error" and image.analysis.error == label
         assert image.derived == {}
-    # one GetObject per image, one PutObject per derived image (2 images analysed x 2 derived)
+    # one GetObject per image, one PutObject per derived image (2 images analysed x 1 derived)
     assert calls["s3.GetObject"] == 4
-    assert calls["s3.PutObject"] == 4
+    assert calls["s3.PutObject"] == 2
     assert calls["sqs.SendMessageBatch"] == 1
-    # the derived images are real JPEGs of at most 320 px
+    # the derived images are real JPEGs of at most 80 px (the face-blurred thumbnail's side)
     s3 = stack.client("s3")
     key = scene_image.derived["thumbnail_faces_blurred"]
     body = s3.get_object(Bucket=stack.env["IMAGE_BUCKET_NAME"], Key=key)["Body"].read()
     assert hashlib.sha256(body).hexdigest() in key
     thumb = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
-    assert thumb.shape[:2] == (180, 320)
+    assert thumb.shape[:2] == (45, 80)
+    keys = stack.client("s3").list_objects_v2(Bucket=stack.env["IMAGE_BUCKET_NAME"])["Contents"]
+    assert all(k["Key"].startswith("derived/thumbnail_faces_blurred/") for k in keys)
 
 
 def test_a_missing_raw_image_is_retried_then_dead_lettered(stack: Stack, monkeypatch: Any) -> None:

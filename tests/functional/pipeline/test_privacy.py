@@ -8,6 +8,7 @@ policy names never appears downstream.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -15,6 +16,7 @@ import boto3
 import pytest
 from hypothesis import HealthCheck, given, settings
 from moto import mock_aws
+from pydantic import ValidationError
 
 from anfang.contracts import EVENT_TYPES, SiteView, find_mobiles, find_plates, find_resident_ids
 from anfang.pipeline.enrich import Enrichment
@@ -22,7 +24,9 @@ from anfang.pipeline.redact import DataKeys, ImageBuckets, Redactor
 from anfang.policies import default_policies, parse_policy
 from anfang_ops.cli import main as cli_main
 from anfang_ops.decrypt import DecryptError, decrypt_lines, decrypt_record, is_envelope
-from tests.pipeline_events import TOWN, Planted, planted, planted_event, queued
+from tests.pipeline_events import TOWN, Planted, example_queued, planted, planted_event, queued
+from tests.pipeline_fixtures import image_bytes
+from tests.pipeline_run import fetch, run_pipeline
 from tests.pipeline_stack import REGION
 
 BUCKETS = ImageBuckets(raw_bucket="anfang-330106-raw", image_bucket="anfang-330106-images")
@@ -93,11 +97,17 @@ def test_default_policies_keep_planted_identifiers_where_they_belong(moto_kms: A
             assert not {"name", "phone"} & set(person), (event_type, person)
         assert p.phone[:3] + "****" + p.phone[-4:] not in gov_text and p.name[0] + "*" not in gov_text, gov
         assert all("/derived/thumbnail_faces_blurred/" in image["ref"] for image in gov["images"])
+        # ... and no hash of an unblurred picture: no phash, no digest of an original
+        assert all("phash" not in image.get("analysis", {}) for image in gov["images"]), gov
+        for stored in event.images:
+            assert stored.sha256 not in gov_text and (stored.analysis and stored.analysis.phash or "-") not in gov_text
 
         # police_video: the person's name, ID and phone only inside envelopes
         police_clear = _clear_text(police)
         for value in (p.name, p.id_number, p.phone):
             assert value not in police_clear, (event_type, value)
+        # ... the originals they get come with their perceptual hash
+        assert all(image["analysis"]["phash"] for image in police["images"])
         # ... plates are kept in the clear by design
         if event_type == "plate_capture":
             assert police["vehicle"]["plate"] == p.plate
@@ -190,3 +200,54 @@ def test_anfang_decrypt_cli_restores_police_records(
     }
     assert lines[1]["visitor"]["visitor"]["name"] == "李四"
     assert lines[2] == json.loads(records[2])  # nothing encrypted, nothing changed
+
+
+# ---------------------------------------------------------------------------------------------------- images
+
+
+def test_gov_cloud_records_carry_no_hash_of_an_unblurred_image(stack: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN real pictures with faces, analysed with the unblurred thumbnail made too (as for a town whose police
+    # policy sends it), so there is an unblurred thumbnail whose digest could leak
+    scene, face = image_bytes("scene_face_1920x1080.jpg"), image_bytes("face_crop.jpg")
+    events = [
+        ("face_capture", {"face": face, "scene": scene}, {"x": 784, "y": 136, "w": 216, "h": 216}),
+        ("access", {"person": face, "scene": scene}, None),
+    ]
+    # WHEN they go through the analyse and process functions on moto
+    delivered = run_pipeline(stack, monkeypatch, events, DERIVED_IMAGES="thumbnail,thumbnail_faces_blurred")
+    s3, bucket = stack.client("s3"), stack.env["IMAGE_BUCKET_NAME"]
+    unblurred_thumbnails = [
+        fetch(stack, f"s3://{bucket}/{o['Key']}")
+        for o in s3.list_objects_v2(Bucket=bucket, Prefix="derived/thumbnail/")["Contents"]
+    ]
+    assert len(unblurred_thumbnails) == 2  # content-addressed: the scene and the face crop (face and person)
+    for event in delivered.values():
+        gov_text = json.dumps(event.gov_cloud)
+        # THEN the gov cloud gets face-blurred thumbnails whose sha256 is the digest of the object fetched ...
+        assert event.gov_cloud["images"], event.gov_cloud
+        for image in event.gov_cloud["images"]:
+            assert hashlib.sha256(fetch(stack, image["ref"])).hexdigest() == image["sha256"]
+            assert "/derived/thumbnail_faces_blurred/" in image["ref"]
+            assert "phash" not in image["analysis"]
+        # ... and no digest or perceptual hash of any unblurred picture appears anywhere in its record
+        unblurred = {hashlib.sha256(raw).hexdigest() for raw in event.raw.values()}
+        unblurred |= {hashlib.sha256(body).hexdigest() for body in unblurred_thumbnails}
+        unblurred |= {image["analysis"]["phash"] for image in event.police_video["images"]}
+        assert len(unblurred) >= 4
+        assert not [value for value in unblurred if value in gov_text], event.gov_cloud
+        # ... while the police, who get the originals, get their digests and hashes
+        assert {image["sha256"] for image in event.police_video["images"]} == {
+            hashlib.sha256(raw).hexdigest() for raw in event.raw.values()
+        }
+
+
+def test_a_gov_cloud_record_with_a_perceptual_hash_does_not_validate() -> None:
+    # The gov cloud's record model has no phash in image analyses: even a redactor bug cannot publish one.
+    redactor = _redactors()["gov_cloud"]
+    record = redactor.build(example_queued("alarm"), SITE, DataKeys(None, {}))
+    assert record["images"] and "phash" not in record["images"][0]["analysis"]
+    record["images"][0]["analysis"]["phash"] = "0123456789abcdef"
+    with pytest.raises(ValidationError):
+        redactor.model.model_validate(record)
+    with pytest.raises(ValidationError):
+        redactor._validator.validate_python(record)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from anfang.contracts import DestinationRecord, HealthCodeView, SiteView
+from anfang.contracts import DestinationRecord, HealthCodeView, ImageAnalysis, SiteView
 from anfang.pipeline.enrich import Enrichment
 from anfang.pipeline.redact import DataKeys, ImageBuckets, Redactor, mask, pseudonym
 from anfang.policies import PolicyError, default_policies, event_fields, load_policy, parse_policy
@@ -113,7 +113,8 @@ def test_gov_cloud_access_record_shape() -> None:
     assert sorted(image["role"] for image in record["images"]) == ["person", "scene"]
     for image in record["images"]:
         assert image["ref"].startswith("s3://images/derived/thumbnail_faces_blurred/")
-        assert (image["width"], image["height"]) == (320, 180)
+        assert (image["width"], image["height"]) == (80, 45)  # the face-blurred thumbnail's side (12 px rule)
+        assert "phash" not in image["analysis"]  # no hash of the unblurred picture
     # AND the record is also a valid generic destination record
     DestinationRecord.model_validate(record)
 
@@ -151,15 +152,55 @@ def test_compiled_pseudonyms_equal_the_reference_hmac() -> None:
 
 
 def test_fast_analysis_dump_equals_model_dump() -> None:
-    from anfang.contracts import Box, ImageAnalysis
+    from anfang.contracts import Box
     from anfang.pipeline.redact.redactor import analysis_json as _analysis_json
 
     for analysis in (
-        ImageAnalysis(quality="ok", sharpness=512.25, brightness=100.0, contrast=50.5, phash="0123456789abcdef"),
+        ImageAnalysis(
+            quality="ok",
+            sharpness=512.25,
+            brightness=100.0,
+            contrast=50.5,
+            width=1920,
+            height=1080,
+            phash="0123456789abcdef",
+        ),
         ImageAnalysis(quality="no_face", faces=[Box(x=1, y=2, w=3, h=4), Box(x=5, y=6, w=7, h=8)]),
         ImageAnalysis(quality="error", error="truncated"),
     ):
         assert _analysis_json(analysis) == analysis.model_dump(mode="json", exclude_none=True)
+        assert _analysis_json(analysis, with_hash=False) == analysis.model_dump(
+            mode="json", exclude_none=True, exclude={"phash"}
+        )
+
+
+def test_a_derived_image_is_sized_from_the_upright_picture_the_analysis_measured() -> None:
+    # GIVEN an image stored sideways (the header says 1080x1920; upright, EXIF applied, it is 1920x1080)
+    queued = example_queued("alarm")
+    stored = next(image for image in queued.images if image.role == "scene")
+    assert stored.analysis is not None
+    sideways = stored.model_copy(
+        update={
+            "width": 1080,
+            "height": 1920,
+            "analysis": stored.analysis.model_copy(update={"width": 1920, "height": 1080}),
+        }
+    )
+    record = _gov().build(
+        queued.model_copy(update={"images": [sideways]}), Enrichment(site=SiteView()), DataKeys(NoKms(), {})
+    )
+    # THEN the thumbnail's size in the record is the upright one, as the analyse stage made it
+    assert (record["images"][0]["width"], record["images"][0]["height"]) == (80, 45)
+
+
+def test_a_failed_analysis_releases_no_derived_image_even_if_one_is_named() -> None:
+    queued = example_queued("alarm")
+    stored = next(image for image in queued.images if image.role == "scene")
+    failed = stored.model_copy(update={"analysis": ImageAnalysis(quality="error", error="analysis_failed")})
+    record = _gov().build(
+        queued.model_copy(update={"images": [failed]}), Enrichment(site=SiteView()), DataKeys(NoKms(), {})
+    )
+    assert record["images"] == []
 
 
 def test_site_view_dump_is_its_set_strings() -> None:

@@ -38,18 +38,35 @@ Base64 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]*={0,2}$")]
 PolicyRef = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*@[0-9]+$")]
 
 
-class ImageAnalysis(WireModel):
-    """What the analyse function measured on one image. No identity, no demographics: boxes only."""
+class ImageMeasures(WireModel):
+    """What the analyse function measured on one image, without its hash: what goes with a face-blurred image.
+
+    No identity, no demographics: boxes only. Boxes and sizes are in the upright picture (EXIF orientation
+    applied) at full resolution.
+    """
 
     quality: Quality
     sharpness: float | None = Field(default=None, description="variance of the Laplacian")
     brightness: float | None = Field(default=None, ge=0, le=255, description="mean luma")
     contrast: float | None = Field(default=None, ge=0, description="standard deviation of luma")
-    faces: list[Box] = Field(default_factory=list, description="face boxes in original image pixels")
-    phash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")] | None = Field(
-        default=None, description="64-bit perceptual hash, hex"
+    width: int | None = Field(default=None, gt=0, description="width of the upright image analysed, in pixels")
+    height: int | None = Field(default=None, gt=0, description="height of the upright image analysed, in pixels")
+    faces: list[Box] = Field(
+        default_factory=list, description="face boxes in the pixels of the upright image (width x height)"
     )
     error: Label | None = Field(default=None, description="why analysis failed (quality is then error)")
+
+
+class ImageAnalysis(ImageMeasures):
+    """What the analyse function measured on one image, with the perceptual hash of the image as sent.
+
+    The hash is of the unblurred picture: a record carries it only with an image it releases unblurred
+    (``original``, ``thumbnail``), never with a face-blurred one (:class:`BlurredRecordImage`).
+    """
+
+    phash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")] | None = Field(
+        default=None, description="64-bit perceptual hash of the unblurred image, hex"
+    )
 
 
 class Envelope(WireModel):
@@ -86,13 +103,25 @@ class HealthCodeView(WireModel):
     stale: bool
 
 
-class RecordImage(WireModel):
+class _RecordImageBase(WireModel):
     role: ImageRole
     ref: str = Field(min_length=1, max_length=1024, description="object reference (claim check), never bytes")
-    sha256: Sha256Hex
+    sha256: Sha256Hex = Field(description="SHA-256 of the object the reference points at")
     width: int | None = Field(default=None, gt=0)
     height: int | None = Field(default=None, gt=0)
+
+
+class RecordImage(_RecordImageBase):
+    """An image of a destination that may see faces: the analysis may carry the unblurred image's hash."""
+
     analysis: ImageAnalysis | None = None
+
+
+class BlurredRecordImage(_RecordImageBase):
+    """An image of a destination that may not see faces (face-blurred thumbnails only): no hash of anything
+    unblurred, so ``analysis`` has no ``phash`` (a record with one does not validate)."""
+
+    analysis: ImageMeasures | None = None
 
 
 class Redaction(WireModel):

@@ -1,24 +1,34 @@
-"""Image analysis (the analyse stage): thumbnail, quality, face boxes, perceptual hash, face-blurred thumbnail.
+"""Image analysis (the analyse stage): quality, face boxes, perceptual hash, thumbnails, face-blurred thumbnail.
 
-The only module of ``anfang`` that imports OpenCV and numpy; it is attached only to the analyse function
-(Lambda's 250 MB limit). Faces are *located* (boxes) so they can be blurred: there is no recognition and no
-demographic inference anywhere.
+With :mod:`anfang.pipeline.faces` (the detector), the only modules of ``anfang`` that import OpenCV and numpy;
+they are attached only to the analyse function (Lambda's 250 MB limit). Faces are *located* (boxes) so they can
+be blurred: there is no recognition and no demographic inference anywhere.
 
-Bad input never raises: :func:`analyse_image` returns an analysis with ``quality="error"`` and an ``error``
-label from :data:`ERROR_LABELS`, so one corrupt image never fails its batch.
+One picture, one orientation: a JPEG is decoded with its EXIF orientation ignored and turned upright here with
+the value :mod:`.orientation` reads, so the metrics, the face search, both thumbnails, the sizes reported and
+the device-reported face boxes (turned with the picture) all agree.
+
+Fails closed: :func:`analyse_image` never raises. Bad input, a missing face model or any other failure gives
+an analysis with ``quality="error"``, an ``error`` label from :data:`ERROR_LABELS` and *no* derived image, so a
+destination that may only see face-blurred images gets no image of that event (the redactor never falls back
+to a less redacted one), and one corrupt image never fails its batch. A ``face`` or ``person`` image in which
+no face is found is blurred whole.
+
+Cost (1080p JPEG, one core): decode at 1/2 in the DCT ~5 ms, faces ~25 ms, the rest ~4 ms; no AWS calls here,
+one GetObject per image and one PutObject per derived image in :func:`analyse_event`.
 
 >>> result = analyse_image(Path("face.jpg").read_bytes(), role="face")
->>> result.analysis.quality, result.analysis.faces, len(result.thumbnail or b"")
-('ok', [Box(x=88, y=61, w=180, h=180)], 9120)
+>>> result.analysis.quality, result.analysis.faces, len(result.thumbnail_faces_blurred or b"")
+('ok', [Box(x=88, y=61, w=180, h=180)], 1420)
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import struct
 from dataclasses import dataclass
-from functools import cache
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import cv2
 import numpy as np
@@ -34,11 +44,22 @@ from anfang.contracts import (
     sniff_content_type,
 )
 from anfang.contracts.records import Quality
-from anfang.pipeline.thumbnails import THUMBNAIL_MAX_SIDE_PIXELS, derived_key, thumbnail_size
+from anfang.pipeline import faces as face_detector
+from anfang.pipeline.orientation import exif_orientation, upright_box, upright_size
+from anfang.pipeline.thumbnails import (
+    DEFAULT_DERIVED_KINDS,
+    DERIVED_KINDS,
+    THUMBNAIL_MAX_SIDE_PIXELS,
+    THUMBNAIL_SIDES_PIXELS,
+    DerivedKind,
+    derived_key,
+    thumbnail_size,
+)
 
 __all__ = [
     "ERROR_LABELS",
     "THUMBNAIL_MAX_SIDE_PIXELS",
+    "WHOLE_BLUR_ROLES",
     "Analysed",
     "Thresholds",
     "analyse_event",
@@ -48,27 +69,35 @@ __all__ = [
     "phash",
 ]
 
-#: Face detection runs on an image whose long side is at most this (Haar cascades need ~24 px faces).
-DETECT_MAX_SIDE_PIXELS: Final = 480
-#: Smallest face looked for, in detection pixels: 24 px at 480 is 5% of the long side, i.e. a face of 16 px
-#: in the 320 px thumbnail. Raising it is the main lever on detection time (the cost grows with the square
-#: of long side / smallest face), but every face below it reaches the gov cloud's thumbnail unblurred.
-DETECT_MIN_FACE_PIXELS: Final = 24
-#: Pyramid step of the Haar cascade: 1.25 scans ~25% fewer windows than 1.2 and finds the same faces on the
-#: fixtures (tests/unit/pipeline/test_analyse.py compares the 1080p box with a fine full-resolution search).
-DETECT_SCALE_FACTOR: Final = 1.25
-DETECT_MIN_NEIGHBORS: Final = 4
-#: Metrics (sharpness, brightness, contrast) are measured at this long side, so they compare across sizes.
+#: A JPEG is decoded at the smallest DCT reduction (1/2, 1/4, 1/8) that keeps its long side at least this:
+#: the detector's fine pass (672 px), so a 1080p scene decodes at 960x540 and nothing is upscaled for it.
+DECODE_MIN_SIDE_PIXELS: Final = max(face_detector.PASS_SIDES_PIXELS)
+#: Metrics (sharpness, brightness, contrast) and the perceptual hash are measured at this long side, so they
+#: compare across sizes.
 METRICS_SIDE_PIXELS: Final = 480
+#: A face crop (role ``face``) is mostly face: the detector's coarse pass finds it, and the fine pass for small
+#: faces would double the cost of a crop for nothing (and no policy may send a face crop where faces may not go).
+CROP_PASS_SIDES_PIXELS: Final = face_detector.PASS_SIDES_PIXELS[:1]
 #: Margin around a face box that is blurred too, as a fraction of the box size on each side.
 FACE_MARGIN_FRACTION: Final = 0.25
 #: A blurred face keeps at most this many blocks across its (margined) box: far below recognisability.
 FACE_PIXELATE_BLOCKS: Final = 6
 THUMBNAIL_JPEG_QUALITY: Final = 80
+#: Roles whose picture is of a person: when no face is found in one, the whole picture is blurred (a face
+#: crop or a person capture shows a face even when the detector misses it).
+WHOLE_BLUR_ROLES: Final[frozenset[ImageRole]] = frozenset({"face", "person"})
 
 #: Why an analysis failed (``ImageAnalysis.error``), a small fixed set.
 ERROR_LABELS: Final = frozenset(
-    {"unsupported_format", "invalid_image", "too_many_pixels", "truncated", "decode_failed", "analysis_failed"}
+    {
+        "unsupported_format",
+        "invalid_image",
+        "too_many_pixels",
+        "truncated",
+        "decode_failed",
+        "face_model_missing",
+        "analysis_failed",
+    }
 )
 
 
@@ -83,11 +112,17 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class Analysed:
-    """The analysis of one image and its derived JPEGs (``None`` when analysis failed)."""
+    """The analysis of one image and its derived JPEGs (``None`` when not asked for or when analysis failed)."""
 
     analysis: ImageAnalysis
     thumbnail: bytes | None = None
     thumbnail_faces_blurred: bytes | None = None
+
+    @property
+    def derived(self) -> dict[DerivedKind, bytes]:
+        """The derived JPEGs made, by kind."""
+        made = {"thumbnail": self.thumbnail, "thumbnail_faces_blurred": self.thumbnail_faces_blurred}
+        return {kind: body for kind, body in made.items() if body is not None}  # type: ignore[misc]
 
 
 def analyse_image(
@@ -97,13 +132,15 @@ def analyse_image(
     known_faces: tuple[Box, ...] = (),
     thresholds: Thresholds = Thresholds(),  # noqa: B008 - frozen dataclass, immutable default
     max_pixels: int = MAX_IMAGE_PIXELS,
+    kinds: frozenset[DerivedKind] | tuple[DerivedKind, ...] = DERIVED_KINDS,
     detect_faces: bool = True,
 ) -> Analysed:
-    """Analyse one image's bytes; never raises for bad input (``quality="error"`` instead).
+    """Analyse one image's bytes and make the derived images of ``kinds``; never raises (fails closed).
 
-    ``known_faces`` are boxes the device reported (``face.box`` of a face capture, in original pixels); they
-    are blurred as well as the detected ones. A ``face`` image where no face was found is blurred whole.
-    ``detect_faces=False`` measures and makes the thumbnail only (no boxes, no blurred thumbnail).
+    ``known_faces`` are boxes the device reported (``face.box`` of a face capture, in the pixels of the image as
+    stored: turned upright with it); they are blurred as well as the detected ones. A ``face`` or ``person``
+    image where no face was found is blurred whole. ``detect_faces=False`` (benchmarks) measures and makes the
+    unblurred thumbnail only.
     """
     try:
         return _analyse(
@@ -112,11 +149,14 @@ def analyse_image(
             known_faces=known_faces,
             thresholds=thresholds,
             max_pixels=max_pixels,
+            kinds=frozenset(kinds),
             detect_faces=detect_faces,
         )
     except _AnalysisError as exc:
         return Analysed(ImageAnalysis(quality="error", error=exc.label))
-    except (cv2.error, ValueError, MemoryError):
+    except face_detector.FaceModelMissingError:
+        return Analysed(ImageAnalysis(quality="error", error="face_model_missing"))
+    except Exception:  # fail closed on anything: no derived image rather than a possibly unblurred one
         return Analysed(ImageAnalysis(quality="error", error="analysis_failed"))
 
 
@@ -180,18 +220,52 @@ def _complete(raw: bytes, content_type: str) -> bool:
     return raw.rfind(b"\xff\xd9") > raw.rfind(b"\xff\xda") > 0
 
 
-def _reduce_flag(content_type: str, long_side: int) -> tuple[int, int]:
-    """The imread flag and scale: JPEG decodes at 1/2, 1/4 or 1/8 in the DCT when that still leaves detail."""
+def _reduce_flag(content_type: str, long_side: int, min_side: int) -> int:
+    """The imdecode flag: a JPEG decodes at 1/8, 1/4 or 1/2 in the DCT when its long side stays at least
+    ``min_side``. The EXIF orientation is always ignored by OpenCV and applied by :func:`_upright`."""
+    flag = cv2.IMREAD_COLOR
     if content_type == "image/jpeg":
-        for scale, flag in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4)):
-            if long_side // scale >= DETECT_MAX_SIDE_PIXELS:
-                return flag, scale
-        if long_side // 2 >= DETECT_MAX_SIDE_PIXELS:
-            return cv2.IMREAD_REDUCED_COLOR_2, 2
-    return cv2.IMREAD_COLOR, 1
+        for scale, reduced in (
+            (8, cv2.IMREAD_REDUCED_COLOR_8),
+            (4, cv2.IMREAD_REDUCED_COLOR_4),
+            (2, cv2.IMREAD_REDUCED_COLOR_2),
+        ):
+            if long_side // scale >= min_side:
+                flag = reduced
+                break
+    return flag | cv2.IMREAD_IGNORE_ORIENTATION
 
 
-def _decode(raw: bytes, max_pixels: int) -> tuple[Any, int, int]:
+def _upright(image: Any, orientation: int) -> Any:
+    """The stored pixels turned as EXIF ``orientation`` says (the inverse of how the camera stored them)."""
+    if orientation == 2:
+        return cv2.flip(image, 1)
+    if orientation == 3:
+        return cv2.rotate(image, cv2.ROTATE_180)
+    if orientation == 4:
+        return cv2.flip(image, 0)
+    if orientation == 5:
+        return cv2.transpose(image)
+    if orientation == 6:
+        return cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE)
+    if orientation == 7:
+        return cv2.flip(cv2.transpose(image), -1)
+    if orientation == 8:
+        return cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    return image
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    image: Any  # upright BGR, reduced
+    width: int  # upright size at full resolution
+    height: int
+    stored_width: int  # as the header says (the frame of device-reported boxes)
+    stored_height: int
+    orientation: int
+
+
+def _decode(raw: bytes, max_pixels: int, min_side: int = DECODE_MIN_SIDE_PIXELS) -> _Decoded:
     try:
         content_type, width, height = image_size(raw)
     except ValueError as exc:
@@ -203,52 +277,33 @@ def _decode(raw: bytes, max_pixels: int) -> tuple[Any, int, int]:
         raise _AnalysisError("too_many_pixels")
     if not _complete(raw, content_type):
         raise _AnalysisError("truncated")
-    flag, _ = _reduce_flag(content_type, max(width, height))
-    image = cv2.imdecode(np.frombuffer(raw, dtype=np.uint8), flag)
+    image = cv2.imdecode(np.frombuffer(raw, dtype=np.uint8), _reduce_flag(content_type, max(width, height), min_side))
     if image is None or image.ndim != 3 or image.shape[0] == 0:
         raise _AnalysisError("decode_failed")
-    return image, width, height
+    orientation = exif_orientation(raw) if content_type == "image/jpeg" else 1
+    upright_width, upright_height = upright_size(width, height, orientation)
+    return _Decoded(_upright(image, orientation), upright_width, upright_height, width, height, orientation)
 
 
 # ---------------------------------------------------------------------------------------------------- measures
 
 
-def _resize_long_side(image: Any, side: int) -> Any:
-    h, w = image.shape[:2]
-    scale = side / max(h, w)
-    if scale >= 1:
+def _resize(image: Any, size: tuple[int, int]) -> Any:
+    if (image.shape[1], image.shape[0]) == size:
         return image
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
-@cache
-def _cascade() -> Any:
-    path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"  # type: ignore[attr-defined]
-    cascade = cv2.CascadeClassifier(path)
-    if cascade.empty():  # pragma: no cover - a broken OpenCV install
-        raise RuntimeError(f"cannot load the Haar cascade {path}")
-    return cascade
+def _resize_long_side(image: Any, side: int) -> Any:
+    h, w = image.shape[:2]
+    return _resize(image, thumbnail_size(w, h, side))
 
 
-def _faces(detect: Any, width: int, height: int, *, crop: bool) -> list[Box]:
-    """Face boxes in original pixels, found on ``detect`` (grey, long side at most ``DETECT_MAX_SIDE_PIXELS``)."""
-    # A face crop (role face) is mostly face: looking only for large faces there is several times cheaper.
-    min_side = max(DETECT_MIN_FACE_PIXELS, min(detect.shape[:2]) // 4) if crop else DETECT_MIN_FACE_PIXELS
-    fx, fy = width / detect.shape[1], height / detect.shape[0]
-    found = _cascade().detectMultiScale(
-        cv2.equalizeHist(detect),
-        scaleFactor=DETECT_SCALE_FACTOR,
-        minNeighbors=DETECT_MIN_NEIGHBORS,
-        minSize=(min_side, min_side),
-    )
-    boxes = []
-    for x, y, w, h in found:
-        bx, by = min(width - 1, round(x * fx)), min(height - 1, round(y * fy))
-        boxes.append(
-            Box(x=bx, y=by, w=max(1, min(width - bx, round(w * fx))), h=max(1, min(height - by, round(h * fy))))
-        )
-    return sorted(boxes, key=lambda b: (b.x, b.y))
+def _scaled(box: Box, fx: float, fy: float, width: int, height: int) -> Box | None:
+    """``box`` scaled by (fx, fy) and clipped to width x height."""
+    x0, y0 = max(0, round(box.x * fx)), max(0, round(box.y * fy))
+    x1, y1 = min(width, round((box.x + box.w) * fx)), min(height, round((box.y + box.h) * fy))
+    return Box(x=x0, y=y0, w=x1 - x0, h=y1 - y0) if x1 > x0 and y1 > y0 else None
 
 
 def phash(gray: Any) -> str:
@@ -291,24 +346,26 @@ def _analyse(
     known_faces: tuple[Box, ...],
     thresholds: Thresholds,
     max_pixels: int,
+    kinds: frozenset[DerivedKind],
     detect_faces: bool,
 ) -> Analysed:
-    image, width, height = _decode(raw, max_pixels)
-    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    passes = CROP_PASS_SIDES_PIXELS if role == "face" else face_detector.PASS_SIDES_PIXELS
+    # decoded no smaller than the detector's largest pass needs (without detection: the metrics' side)
+    decoded = _decode(raw, max_pixels, max((METRICS_SIDE_PIXELS, *passes)) if detect_faces else METRICS_SIDE_PIXELS)
+    image, width, height = decoded.image, decoded.width, decoded.height
 
-    # One reduced grey image serves the metrics and the detector (the same side; a 1080p JPEG decodes
-    # straight to it in the DCT, so usually there is nothing to resize).
-    metrics = _resize_long_side(gray, METRICS_SIDE_PIXELS)
+    metrics = cv2.cvtColor(_resize_long_side(image, METRICS_SIDE_PIXELS), cv2.COLOR_BGR2GRAY)
     # Laplacian of 8-bit input fits int16 exactly; meanStdDev's variance equals numpy's var() of the float
     # Laplacian without a float64 copy of the image.
     _, lap_std = cv2.meanStdDev(cv2.Laplacian(metrics, cv2.CV_16S))
     sharpness = float(lap_std[0][0]) ** 2
     mean, std = cv2.meanStdDev(metrics)
     brightness, contrast = float(mean[0][0]), float(std[0][0])
-    detect = (
-        metrics if DETECT_MAX_SIDE_PIXELS == METRICS_SIDE_PIXELS else _resize_long_side(gray, DETECT_MAX_SIDE_PIXELS)
-    )
-    faces = _faces(detect, width, height, crop=role == "face") if detect_faces else []
+
+    # Faces on the upright reduced decode, scaled to the upright picture at full resolution.
+    fx, fy = width / image.shape[1], height / image.shape[0]
+    found = face_detector.detect_faces(image, passes=passes) if detect_faces else []
+    detected = [b for b in (_scaled(box, fx, fy, width, height) for box in found) if b is not None]
 
     quality: Quality
     if brightness < thresholds.dark_brightness_max:
@@ -317,29 +374,43 @@ def _analyse(
         quality = "overexposed"
     elif sharpness < thresholds.blurry_sharpness_max:
         quality = "blurry"
-    elif role == "face" and detect_faces and not faces:
+    elif role == "face" and detect_faces and not detected:
         quality = "no_face"
     else:
         quality = "ok"
-
-    size = thumbnail_size(width, height)
-    thumb = image if (image.shape[1], image.shape[0]) == size else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    tx, ty = thumb.shape[1] / width, thumb.shape[0] / height
-    to_blur = [*faces, *known_faces]
-    if role == "face" and not faces:  # a face crop is a face even when the detector misses it
-        to_blur.append(Box(x=0, y=0, w=width, h=height))
-    thumb_boxes = [(int(b.x * tx), int(b.y * ty), max(1, round(b.w * tx)), max(1, round(b.h * ty))) for b in to_blur]
     analysis = ImageAnalysis(
         quality=quality,
         sharpness=round(sharpness, 2),
         brightness=round(min(255.0, max(0.0, brightness)), 2),
         contrast=round(max(0.0, contrast), 2),
-        faces=faces,
-        phash=phash(gray),
+        width=width,
+        height=height,
+        faces=sorted(detected, key=lambda b: (b.x, b.y)),
+        phash=phash(metrics),
     )
-    if not detect_faces:
-        return Analysed(analysis, thumbnail=_jpeg(thumb))
-    return Analysed(analysis, thumbnail=_jpeg(thumb), thumbnail_faces_blurred=_jpeg(blur_boxes(thumb, thumb_boxes)))
+
+    made: dict[DerivedKind, bytes] = {}
+    if "thumbnail" in kinds:
+        made["thumbnail"] = _jpeg(_resize(image, thumbnail_size(width, height, THUMBNAIL_SIDES_PIXELS["thumbnail"])))
+    if "thumbnail_faces_blurred" in kinds and detect_faces:
+        to_blur = list(detected)
+        for box in known_faces:  # in the stored frame: turned upright with the picture
+            turned = upright_box(box, decoded.orientation, width=decoded.stored_width, height=decoded.stored_height)
+            if turned is not None:
+                to_blur.append(turned)
+        if role in WHOLE_BLUR_ROLES and not detected:
+            to_blur.append(Box(x=0, y=0, w=width, h=height))
+        size = thumbnail_size(width, height, THUMBNAIL_SIDES_PIXELS["thumbnail_faces_blurred"])
+        thumb = _resize(image, size)
+        tx, ty = size[0] / width, size[1] / height
+        # boxes grown outward to whole thumbnail pixels: a partly covered pixel is blurred too
+        thumb_boxes = []
+        for b in to_blur:
+            x0, y0 = math.floor(b.x * tx), math.floor(b.y * ty)
+            x1, y1 = math.ceil((b.x + b.w) * tx), math.ceil((b.y + b.h) * ty)
+            thumb_boxes.append((x0, y0, max(1, x1 - x0), max(1, y1 - y0)))
+        made["thumbnail_faces_blurred"] = _jpeg(blur_boxes(thumb, thumb_boxes))
+    return Analysed(analysis, made.get("thumbnail"), made.get("thumbnail_faces_blurred"))
 
 
 # ---------------------------------------------------------------------------------------------------- per event
@@ -352,8 +423,10 @@ def analyse_event(
     raw_bucket: str,
     image_bucket: str,
     thresholds: Thresholds = Thresholds(),  # noqa: B008 - frozen dataclass, immutable default
+    kinds: frozenset[DerivedKind] = DEFAULT_DERIVED_KINDS,
 ) -> QueuedEvent:
-    """Analyse every image of a queued event: one GetObject per image, one PutObject per derived image.
+    """Analyse every image of a queued event: one GetObject per image, one PutObject per derived image of
+    ``kinds`` (only the kinds a destination's policy uses: an unblurred thumbnail nobody reads is not kept).
 
     A corrupt image yields an ``error`` analysis and no derived images; the event always goes on. S3 errors
     propagate, so the message is retried (and ends in the DLQ if it keeps failing).
@@ -363,16 +436,11 @@ def analyse_event(
     for stored in queued.images:
         raw = s3.get_object(Bucket=raw_bucket, Key=stored.ref)["Body"].read()
         known = (Box.model_validate(box),) if box and stored.role == "scene" else ()
-        result = analyse_image(raw, role=stored.role, known_faces=known, thresholds=thresholds)
-        derived: dict[Literal["thumbnail", "thumbnail_faces_blurred"], str] = {}
-        for kind, body in (
-            ("thumbnail", result.thumbnail),
-            ("thumbnail_faces_blurred", result.thumbnail_faces_blurred),
-        ):
-            if body is None:
-                continue
-            key = derived_key(kind, hashlib.sha256(body).hexdigest())  # type: ignore[arg-type]
+        result = analyse_image(raw, role=stored.role, known_faces=known, thresholds=thresholds, kinds=kinds)
+        derived: dict[DerivedKind, str] = {}
+        for kind, body in result.derived.items():
+            key = derived_key(kind, hashlib.sha256(body).hexdigest())
             s3.put_object(Bucket=image_bucket, Key=key, Body=body, ContentType="image/jpeg")
-            derived[kind] = key  # type: ignore[index]
+            derived[kind] = key
         images.append(stored.model_copy(update={"analysis": result.analysis, "derived": derived}))
     return queued.model_copy(update={"images": images})

@@ -19,6 +19,7 @@ from anfang.aws.queues import EventQueue
 from anfang.contracts import QueuedEvent
 from anfang.pipeline.analyse import Thresholds, analyse_event
 from anfang.pipeline.settings import AnalyseSettings
+from anfang.pipeline.thumbnails import DerivedKind
 
 __all__ = ["Analyser", "build_analyser"]
 
@@ -32,11 +33,18 @@ class Analyser:
     raw_bucket: str
     image_bucket: str
     thresholds: Thresholds
+    #: the derived images made and stored: only those a policy uses (``DERIVED_IMAGES``)
+    kinds: frozenset[DerivedKind]
 
     def analyse(self, queued: QueuedEvent) -> QueuedEvent:
         """Analyse every image of one event (raw images read, derived images written) and return it analysed."""
         return analyse_event(
-            queued, s3=self.s3, raw_bucket=self.raw_bucket, image_bucket=self.image_bucket, thresholds=self.thresholds
+            queued,
+            s3=self.s3,
+            raw_bucket=self.raw_bucket,
+            image_bucket=self.image_bucket,
+            thresholds=self.thresholds,
+            kinds=self.kinds,
         )
 
 
@@ -51,4 +59,5 @@ def build_analyser(settings: AnalyseSettings, *, session: Any = None) -> Analyse
         thresholds=Thresholds(
             settings.dark_brightness_max, settings.overexposed_brightness_min, settings.blurry_sharpness_max
         ),
+        kinds=settings.derived_images,
     )

@@ -90,8 +90,16 @@ def model_path() -> Path:
 
 
 @cache
-def _net() -> Any:
-    net = cv2.dnn.readNetFromTFLite(str(model_path()))
+def _model() -> bytes:
+    return model_path().read_bytes()
+
+
+@cache
+def _net(side: int) -> Any:
+    """One network per pass: ``cv2.dnn`` re-plans a network whenever its input shape changes (~10 ms for the
+    fine pass), so the two passes sharing one network paid that twice per image; a camera's images keep their
+    size, so each pass's network keeps its plan."""
+    net = cv2.dnn.readNetFromTFLite(np.frombuffer(_model(), dtype=np.uint8))
     outputs = list(net.getUnconnectedOutLayersNames())
     return net, outputs
 
@@ -117,7 +125,7 @@ def _pass(rgb: Any, side: int, min_score: float) -> tuple[Any, Any]:
     if (pw, ph) != (w, h):
         small = cv2.copyMakeBorder(small, 0, ph - h, 0, pw - w, cv2.BORDER_CONSTANT, value=(0, 0, 0))
     blob = cv2.dnn.blobFromImage(small, 1 / 127.5, (pw, ph), (127.5, 127.5, 127.5), swapRB=False)
-    net, outputs = _net()
+    net, outputs = _net(side)
     net.setInput(blob)
     results = net.forward(outputs)
     regressors = next(r for r in results if r.shape[-1] == 16).reshape(-1, 16)
@@ -131,8 +139,12 @@ def _pass(rgb: Any, side: int, min_score: float) -> tuple[Any, Any]:
     return boxes, scores[keep]
 
 
-def detect_faces(image: Any, *, rgb: bool = False, min_score: float = MIN_SCORE) -> list[Box]:
+def detect_faces(
+    image: Any, *, rgb: bool = False, min_score: float = MIN_SCORE, passes: tuple[int, ...] | None = None
+) -> list[Box]:
     """Face boxes in the pixels of ``image`` (uint8 BGR, or RGB with ``rgb=True``, or grey), sorted by x, y.
+
+    ``passes`` overrides :data:`PASS_SIDES_PIXELS` (a face crop needs only the coarse pass: its face is large).
 
     The image must be upright (EXIF orientation applied). Raises :class:`FaceModelMissingError` when the
     model cannot be loaded: a caller that blurs faces must then fail closed (release no image).
@@ -142,7 +154,7 @@ def detect_faces(image: Any, *, rgb: bool = False, min_score: float = MIN_SCORE)
     elif not rgb:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     height, width = image.shape[:2]
-    found = [_pass(image, side, min_score) for side in PASS_SIDES_PIXELS]
+    found = [_pass(image, side, min_score) for side in (PASS_SIDES_PIXELS if passes is None else passes)]
     boxes = np.concatenate([b for b, _ in found])
     scores = np.concatenate([s for _, s in found])
     if not len(scores):

@@ -32,7 +32,7 @@ from anfang.pipeline.redact import ImageBuckets, Redactor
 from anfang.pipeline.settings import ProcessSettings
 from anfang.policies import Policy, load_policy
 
-__all__ = ["build_processor", "lookups", "pseudonym_secrets"]
+__all__ = ["build_processor", "derived_kinds_used", "lookups", "pseudonym_secrets"]
 
 
 def pseudonym_secrets(secretsmanager: Any, arn: str) -> dict[str, bytes]:
@@ -51,6 +51,11 @@ def _encrypts(policy: Policy) -> bool:
     return any(action == "encrypt" for rules in policy.events.values() for action in rules.fields.values())
 
 
+def derived_kinds_used(policy: Policy) -> set[str]:
+    """The derived images (``thumbnail``, ``thumbnail_faces_blurred``) a policy sends."""
+    return {a for rules in policy.events.values() for a in rules.images.values() if a not in ("original", "none")}
+
+
 def build_processor(
     settings: ProcessSettings,
     sites: SiteLookup,
@@ -61,7 +66,8 @@ def build_processor(
 ) -> Processor:
     """The processor of this function from its settings, its lookups and a boto3 session.
 
-    A destination whose policy encrypts a field needs its field key (``SettingsError`` at cold start).
+    A destination whose policy encrypts a field needs its field key, and one that sends a derived image needs
+    the analyse function to make it (``DERIVED_IMAGES``): ``SettingsError`` at cold start otherwise.
     """
     session = session or boto3.session.Session()
     secrets = pseudonym_secrets(session.client("secretsmanager"), settings.pseudonym_secrets_arn)
@@ -70,6 +76,8 @@ def build_processor(
     for name, policy in policies.items():
         if _encrypts(policy) and name not in settings.field_key_ids:
             raise SettingsError(f"policy {policy.ref} encrypts fields: set {DESTINATION_INFO[name].field_key_env}")
+        if missing := derived_kinds_used(policy) - settings.derived_images:
+            raise SettingsError(f"policy {policy.ref} sends {', '.join(sorted(missing))}: add it to DERIVED_IMAGES")
     redactors: dict[str, Redactor] = {
         name: Redactor(policy, secret=secrets[name], town=settings.town_code, buckets=buckets)
         for name, policy in policies.items()

@@ -11,15 +11,26 @@ The process function's topics and field keys are read per destination from the o
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from anfang.aws.environment import FunctionSettings
 from anfang.contracts.destinations import DESTINATION_INFO
 from anfang.contracts.types import TownCode
+from anfang.pipeline.thumbnails import DEFAULT_DERIVED_KINDS, DerivedKind
 
-__all__ = ["AnalyseSettings", "ProcessSettings"]
+__all__ = ["AnalyseSettings", "DerivedKinds", "ProcessSettings"]
+
+
+def _comma_separated(value: Any) -> Any:
+    return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
+
+#: ``DERIVED_IMAGES``: the derived images the policies use, comma-separated (``thumbnail_faces_blurred`` by
+#: default; add ``thumbnail`` only for a policy that sends the unblurred 320 px thumbnail). The analyse function
+#: makes and stores only these; the process function refuses, at cold start, a policy that needs another.
+DerivedKinds = Annotated[frozenset[DerivedKind], BeforeValidator(_comma_separated)]
 
 
 class AnalyseSettings(FunctionSettings):
@@ -31,6 +42,7 @@ class AnalyseSettings(FunctionSettings):
     dark_brightness_max: float = Field(default=40.0, alias="DARK_BRIGHTNESS_MAX")
     overexposed_brightness_min: float = Field(default=220.0, alias="OVEREXPOSED_BRIGHTNESS_MIN")
     blurry_sharpness_max: float = Field(default=40.0, alias="BLURRY_SHARPNESS_MAX")
+    derived_images: DerivedKinds = Field(default=DEFAULT_DERIVED_KINDS, alias="DERIVED_IMAGES")
 
 
 class ProcessSettings(FunctionSettings):
@@ -47,6 +59,7 @@ class ProcessSettings(FunctionSettings):
     raw_bucket: str = Field(alias="RAW_IMAGE_BUCKET_NAME", min_length=3)
     image_bucket: str = Field(alias="IMAGE_BUCKET_NAME", min_length=3)
     policy_dir: Path | None = Field(default=None, alias="POLICY_DIR", description="a town's own policies")
+    derived_images: DerivedKinds = Field(default=DEFAULT_DERIVED_KINDS, alias="DERIVED_IMAGES")
     devices_table: str = Field(alias="DEVICES_TABLE_NAME", min_length=3)
     health_codes_enabled: bool = Field(default=True, alias="HEALTH_CODES_ENABLED")
     health_codes_table: str | None = Field(default=None, alias="HEALTH_CODES_TABLE_NAME", min_length=3)

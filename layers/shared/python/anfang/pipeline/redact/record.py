@@ -15,7 +15,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, create_model
 
-from anfang.contracts import RECORD_SCHEMA, Envelope, EventType, HealthCodeView, RecordImage, Redaction, SiteView
+from anfang.contracts import (
+    RECORD_SCHEMA,
+    BlurredRecordImage,
+    Envelope,
+    EventType,
+    HealthCodeView,
+    RecordImage,
+    Redaction,
+    SiteView,
+)
 from anfang.contracts.types import Direction, EventId, TownCode
 from anfang.policies import FieldSpec, Policy, event_fields
 
@@ -91,7 +100,13 @@ def _record_model(policy: Policy) -> type[BaseModel]:
         fields["health_code"] = (HealthCodeView | None, None)
     for body, tree in bodies.items():
         fields[body] = (_body_model(f"{title}_{body}", tree) | None, None)
-    fields["images"] = (list[RecordImage], Field(default_factory=list))
+    # A policy that releases no unblurred picture gets images whose analysis has no hash of one: a record
+    # with a phash there does not validate, whatever the redactor does.
+    unblurred = any(
+        action in ("original", "thumbnail") for rules in policy.events.values() for action in rules.images.values()
+    )
+    image: Any = RecordImage if unblurred else BlurredRecordImage
+    fields["images"] = (list[image], Field(default_factory=list))
     fields["redaction"] = (Redaction, ...)
     config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, title=f"{title}Record")
     model: type[BaseModel] = create_model(f"{title}Record", __config__=config, **fields)

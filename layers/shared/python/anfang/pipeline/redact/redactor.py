@@ -26,7 +26,7 @@ from pydantic_core import SchemaError
 
 from anfang.contracts import RECORD_SCHEMA, EventType, ImageAnalysis, QueuedEvent
 from anfang.pipeline.enrich import Enrichment
-from anfang.pipeline.thumbnails import thumbnail_size
+from anfang.pipeline.thumbnails import THUMBNAIL_SIDES_PIXELS, thumbnail_size
 from anfang.policies import COMMON_PATHS, ImageAction, Policy, event_fields
 
 from .actions import encrypter, generalize, mask, pseudonymizer
@@ -79,12 +79,15 @@ class _Plan:
 
 #: The fields of :class:`ImageAnalysis` a record leaves out when they are None (``quality`` and ``faces`` are
 #: always there).
-_ANALYSIS_OPTIONAL: Final = ("sharpness", "brightness", "contrast", "phash", "error")
+_ANALYSIS_OPTIONAL: Final = ("sharpness", "brightness", "contrast", "width", "height", "phash", "error")
 assert set(ImageAnalysis.model_fields) == {"quality", "faces", *_ANALYSIS_OPTIONAL}, "a field analysis_json misses"
+#: Image actions that release the picture unblurred: only with these may its perceptual hash go along.
+_UNBLURRED: Final = frozenset({"original", "thumbnail"})
 
 
-def analysis_json(analysis: ImageAnalysis) -> dict[str, Any]:
-    """``analysis.model_dump(mode="json", exclude_none=True)`` without the serializer's per-call overhead.
+def analysis_json(analysis: ImageAnalysis, *, with_hash: bool = True) -> dict[str, Any]:
+    """``analysis.model_dump(mode="json", exclude_none=True)`` without the serializer's per-call overhead;
+    without ``phash`` (the hash of the unblurred picture) unless ``with_hash``.
 
     Every field of :class:`ImageAnalysis` is a JSON scalar except ``faces`` (a list of boxes of ints); the
     unit tests check this equals ``model_dump`` for analyses with every field set.
@@ -93,6 +96,8 @@ def analysis_json(analysis: ImageAnalysis) -> dict[str, Any]:
     for key in _ANALYSIS_OPTIONAL:
         if out[key] is None:
             del out[key]
+    if not with_hash:
+        out.pop("phash", None)
     faces = out["faces"]
     out["faces"] = [box.__dict__.copy() for box in faces] if faces else []
     return out
@@ -236,9 +241,16 @@ class Redactor:
                 }
             else:
                 key = stored.derived.get(action)  # type: ignore[arg-type]
-                if key is None:  # analysis failed or has not run: no derived image, never a fallback to more
+                analysis = stored.analysis
+                # analysis failed or has not run: no derived image, never a fallback to a less redacted one
+                if key is None or analysis is None or analysis.quality == "error":
                     continue
-                width, height = _thumbnail_size(stored.width, stored.height)
+                # the analysis measured the picture upright (EXIF applied): the thumbnail's frame, not the header's
+                width, height = _thumbnail_size(
+                    analysis.width or stored.width,
+                    analysis.height or stored.height,
+                    THUMBNAIL_SIDES_PIXELS[action],  # type: ignore[index]
+                )
                 image = {
                     "role": role,
                     "ref": self._image_prefix + key,
@@ -248,7 +260,8 @@ class Redactor:
                 }
             analysis = stored.analysis
             if analysis is not None:
-                image["analysis"] = analysis_json(analysis)
+                # a face-blurred image carries no hash of the unblurred picture
+                image["analysis"] = analysis_json(analysis, with_hash=action in _UNBLURRED)
             images.append(image)
         return images
 
