@@ -30,6 +30,8 @@ from typing import Any, TextIO
 __all__ = ["main"]
 
 Command = Callable[[argparse.Namespace], int]
+#: Key ids are base64url and may start with "-", which argparse would read as an option: say how to pass one.
+_KEY_ID_HELP = "the key id; write --key-id=K (a base64url key id may start with '-')"
 
 
 class CliError(Exception):
@@ -421,7 +423,7 @@ def _add_registry(sub: Any) -> None:
     register.set_defaults(run=_devices_register)
     revoke = devices.add_parser("revoke", help="revoke a key (kept for audit)")
     revoke.add_argument("--stack-name", required=True)
-    revoke.add_argument("--key-id", required=True)
+    revoke.add_argument("--key-id", required=True, help=_KEY_ID_HELP)
     revoke.set_defaults(run=_devices_revoke)
     listing = devices.add_parser("list", help="registered devices, their sites and keys")
     listing.add_argument("--stack-name", required=True)
@@ -463,7 +465,7 @@ def _add_sites_and_partners(sub: Any) -> None:
     plist.set_defaults(run=_partners_list)
     prevoke = partners.add_parser("revoke", help="revoke a partner key (kept for audit)")
     prevoke.add_argument("--stack-name", required=True)
-    prevoke.add_argument("--key-id", required=True)
+    prevoke.add_argument("--key-id", required=True, help=_KEY_ID_HELP)
     prevoke.add_argument("--dry-run", action="store_true")
     prevoke.set_defaults(run=_partners_revoke)
 

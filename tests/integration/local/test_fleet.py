@@ -163,15 +163,16 @@ def test_partner_keys_are_listed_and_revoked_and_device_keys_are_not_partners(
     assert anfang(["partners", "list", *name, "--json"]) == 0
     (listed,) = [p for p in json.loads("\n".join(_lines(capsys.readouterr().out))) if p["key_id"] == key_id]
     assert (listed["role"], listed["name"], listed["status"]) == ("health_commission", "Gaoqing HC", "active")
-    assert anfang(["partners", "revoke", *name, "--key-id", key_id, "--dry-run"]) == 0
+    assert anfang(["partners", "revoke", *name, f"--key-id={key_id}", "--dry-run"]) == 0
     assert _registry(stack).resolve(key_id).status == "active"  # type: ignore[union-attr]
-    assert anfang(["partners", "revoke", *name, "--key-id", key_id]) == 0
+    assert anfang(["partners", "revoke", *name, f"--key-id={key_id}"]) == 0
     assert anfang(["partners", "list", *name]) == 0
     line = next(line for line in _lines(capsys.readouterr().out) if line.startswith(key_id))
     assert "revoked" in line
     # a device key is not a partner's: refused in one line
     device_keys = [k for d in _registry(stack).devices() for k in _registry(stack).keys_of(d.device_id)]
     assert device_keys
-    assert anfang(["partners", "revoke", *name, "--key-id", device_keys[0].key_id]) == 2
+    assert anfang(["partners", "revoke", *name, f"--key-id={device_keys[0].key_id}"]) == 2
     assert "is a device key" in capsys.readouterr().err
     assert anfang(["partners", "revoke", *name, "--key-id", "nope"]) == 2
+    # a key id may start with "-" (base64url): the --key-id=K form always parses
