@@ -39,7 +39,10 @@ IMAGES = SHARED / "images"
 RELAY_ID = "33010600005030000009"  # the relay as a lower view library (type 503)
 RELAY_USER, RELAY_PASSWORD = "relay-330106", "relay-secret-0123456789"
 BUCKET = "police-raw-images"
-_LIST_PATHS = {"/VIID/Faces": ("FaceListObject", "FaceObject"), "/VIID/MotorVehicles": ("MotorVehicleListObject", "MotorVehicleObject")}
+_LIST_PATHS = {
+    "/VIID/Faces": ("FaceListObject", "FaceObject"),
+    "/VIID/MotorVehicles": ("MotorVehicleListObject", "MotorVehicleObject"),
+}
 
 
 def free_port() -> int:
@@ -129,7 +132,9 @@ def library_config(port: int, child_devices: list[str], algorithms: list[str] | 
     )
 
 
-def start_library(port: int, spool: Spool, child_devices: list[str], algorithms: list[str] | None = None) -> RunningLibrary:
+def start_library(
+    port: int, spool: Spool, child_devices: list[str], algorithms: list[str] | None = None
+) -> RunningLibrary:
     library = ViewLibrary(library_config(port, child_devices, algorithms), spool)
     stop = threading.Event()
     thread = threading.Thread(target=library.run, args=(stop,), daemon=True)
@@ -155,8 +160,8 @@ def sample_objects() -> list[tuple[str, dict[str, Any]]]:
     faces = json.loads((GAT / "easy1400_faces_listobject.json").read_text())["FaceListObject"]["FaceObject"]
     vehicles = json.loads((GAT / "easy1400_motorvehicles_listobject.json").read_text())
     for kind, objects in (("face", faces), ("vehicle", vehicles["MotorVehicleListObject"]["MotorVehicleObject"])):
-        for obj in objects:
-            obj = copy.deepcopy(obj)
+        for published in objects:
+            obj = copy.deepcopy(published)
             if kind == "vehicle" and obj.get("HasPlate") == "0":
                 continue
             for sub in obj["SubImageList"]["SubImageInfoObject"]:

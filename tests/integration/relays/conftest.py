@@ -60,7 +60,9 @@ def aws() -> Iterator[Aws]:
     from moto.server import ThreadedMotoServer
 
     saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
-    os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION})
+    os.environ.update(
+        {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
+    )
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -75,9 +77,7 @@ def aws() -> Iterator[Aws]:
             os.environ[key] = value
 
 
-def relay_config(
-    tmp: Path, aws: Aws, queue_url: str, upstream_port: int, **upstream: Any
-) -> Gat1400RelayConfig:
+def relay_config(tmp: Path, aws: Aws, queue_url: str, upstream_port: int, **upstream: Any) -> Gat1400RelayConfig:
     return Gat1400RelayConfig.model_validate(
         {
             "state_dir": str(tmp / "relay"),

@@ -80,7 +80,8 @@ def test_records_reach_the_view_library_as_the_published_objects(
         original = originals[upstream.objects[object_id]["AnfangEventID"]]
         assert event["device_id"] == original["DeviceID"]
         assert {i["sha256"] for i in event["images"]} <= {
-            hashlib.sha256(base64.b64decode(s["Data"])).hexdigest() for s in original["SubImageList"]["SubImageInfoObject"]
+            hashlib.sha256(base64.b64decode(s["Data"])).hexdigest()
+            for s in original["SubImageList"]["SubImageInfoObject"]
         }
 
 
