@@ -8,7 +8,7 @@ NODEPS := layers/imaging/requirements-nodeps.txt tests/requirements-nodeps.txt
 # Tools whose pins clash with the project's (checkov) get a venv of their own.
 TOOLS_VENV ?= .venv-tools
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
-EXTRAS ?= cloud,edge,imaging,dev
+EXTRAS ?= cloud,edge,imaging,relay,dev
 
 .PHONY: help venv test lint typecheck pytest demo bench fuzz schemas deploy clean
 

@@ -11,6 +11,7 @@
     anfang status --stack-name S [--json]            the dashboard's numbers: totals and sparklines
     anfang local up [--town CODE|FILE]               the local stack, until SIGINT/SIGTERM
     anfang local demo [--events N] [--devices M]     the whole job locally, with a summary and a report
+    anfang relay gat1400|https|status --config FILE  relays into non-AWS networks (docs/relays.md)
 
 Commands that talk to a stack read its outputs through CloudFormation (``--stack-name``); boto3's usual
 configuration applies, and ``AWS_ENDPOINT_URL`` points it at the local stack. Bad input exits non-zero
@@ -514,6 +515,12 @@ def _add_local(sub: Any) -> None:
     demo.set_defaults(run=_local_demo)
 
 
+def _add_relays(sub: Any) -> None:
+    from anfang_ops.relays.cli import add_relay_commands  # noqa: PLC0415 - the relay group lives with the relays
+
+    add_relay_commands(sub)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="anfang", description="anfang: operate a town stack")
     sub = root.add_subparsers(dest="command", required=True)
@@ -523,6 +530,7 @@ def parser() -> argparse.ArgumentParser:
     _add_consumers(sub)
     _add_status(sub)
     _add_local(sub)
+    _add_relays(sub)
     return root
 
 

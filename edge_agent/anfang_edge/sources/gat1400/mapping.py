@@ -18,10 +18,19 @@ import re
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 from typing import Any, Final
 
 from anfang.contracts import ImageError, sniff_content_type, validate_device_id, validate_plate
+from anfang.contracts.gat1400 import (
+    CST,
+    PLATE_CLASS_COLORS,
+    PLATE_COLORS,
+    ROLE_BY_IMAGE_TYPE,
+    VEHICLE_COLORS,
+    StatusCode,
+    parse_viid_time,
+)
 from anfang.contracts.limits import MAX_IMAGE_BYTES
 
 __all__ = [
@@ -39,21 +48,6 @@ __all__ = [
     "map_person",
     "parse_viid_time",
 ]
-
-#: GA/T 1400 times are local China Standard Time without an offset.
-CST: Final = dt.timezone(dt.timedelta(hours=8))
-
-
-class StatusCode(IntEnum):
-    """GA/T 1400 ``ResponseStatusObject.StatusCode`` values."""
-
-    OK = 0
-    OTHER_ERROR = 1
-    DEVICE_BUSY = 2
-    DEVICE_ERROR = 3
-    INVALID_OPERATION = 4
-    INVALID_JSON_FORMAT = 7
-    INVALID_JSON_CONTENT = 8
 
 
 class Deviation(StrEnum):
@@ -150,24 +144,6 @@ def deterministic_event_id(device_id: str, object_id: str, captured: dt.datetime
 
 # ------------------------------------------------------------------------------------------ time
 
-_TIME_RE: Final = re.compile(r"^(\d{14})(\d{3})?$")
-
-
-def parse_viid_time(value: Any) -> dt.datetime | None:
-    """``YYYYMMDDhhmmss`` (optionally with 3 millisecond digits) in China Standard Time; None when unusable."""
-    if not isinstance(value, str):
-        return None
-    match = _TIME_RE.fullmatch(value.strip())
-    if match is None:
-        return None
-    try:
-        parsed = dt.datetime.strptime(match.group(1), "%Y%m%d%H%M%S").replace(tzinfo=CST)
-    except ValueError:
-        return None
-    if match.group(2):
-        parsed += dt.timedelta(milliseconds=int(match.group(2)))
-    return parsed
-
 
 def _capture_time(
     obj: dict[str, Any], fields: tuple[str, ...], images: list[dict[str, Any]], object_id: str, out: ItemOutcome
@@ -190,7 +166,7 @@ def _capture_time(
 
 # ------------------------------------------------------------------------------------------ images
 
-_ROLE_BY_TYPE: Final = {"11": "face", "14": "scene", "01": "vehicle", "09": "vehicle", "02": "plate", "10": "person"}
+_ROLE_BY_TYPE: Final = ROLE_BY_IMAGE_TYPE
 _FORMAT_TYPES: Final = {"jpeg": "image/jpeg", "jpg": "image/jpeg", "png": "image/png"}
 _DATA_URI_RE: Final = re.compile(r"^data:image/[a-z]+;base64,", re.IGNORECASE)
 _B64_RE: Final = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
@@ -371,36 +347,9 @@ def map_person(obj: Any, *, posting_device: str) -> ItemOutcome:
     return out
 
 
-# GA/T 543 colour codes (DE00308) as devices send them in PlateColor, with the Chinese names some send instead.
-_PLATE_COLORS: Final = {
-    "1": "black",
-    "2": "white",
-    "5": "blue",
-    "6": "yellow",
-    "9": "green",
-    "黑": "black",
-    "白": "white",
-    "蓝": "blue",
-    "黄": "yellow",
-    "绿": "green",
-    "黄绿": "yellow_green",
-}
-# GA 24.7 plate classes → the colour the class is issued in (used when PlateColor is missing).
-_CLASS_COLORS: Final = {"01": "yellow", "02": "blue", "06": "black", "23": "white", "51": "yellow_green", "52": "green"}
-_VEHICLE_COLORS: Final = {
-    "1": "black",
-    "2": "white",
-    "3": "grey",
-    "4": "red",
-    "5": "blue",
-    "6": "yellow",
-    "7": "orange",
-    "8": "brown",
-    "9": "green",
-    "10": "purple",
-    "11": "cyan",
-    "12": "pink",
-}
+_PLATE_COLORS: Final = PLATE_COLORS
+_CLASS_COLORS: Final = PLATE_CLASS_COLORS
+_VEHICLE_COLORS: Final = VEHICLE_COLORS
 _PLATE_V1_COLORS: Final = {"blue", "yellow", "green", "yellow_green", "white", "black"}
 
 

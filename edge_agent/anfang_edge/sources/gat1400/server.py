@@ -36,6 +36,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from anfang.contracts import event_error, new_event_id, validate_event
+from anfang.contracts.gat1400 import CONTENT_TYPE, viid_time
 
 from ...config import Gat1400DeviceConfig, Gat1400SourceConfig
 from ...errors import SpoolFullError
@@ -43,7 +44,6 @@ from ...spool import Spool, SpoolItem, item_from_event
 from ..listener import BodyRefusal, BoundedHandler, BoundedHTTPServer
 from .digest import DigestAuth, DigestError, parse_authorization
 from .mapping import (
-    CST,
     Deviation,
     ItemOutcome,
     Rejection,
@@ -58,7 +58,6 @@ from .mapping import (
 __all__ = ["CONTENT_TYPE", "Gat1400Source"]
 
 log = logging.getLogger("anfang_edge.sources.gat1400")
-CONTENT_TYPE: Final = "application/VIID+JSON"
 #: Media types a camera may post (parameters such as charset ignored); XML is not supported.
 _BODY_TYPES: Final = frozenset({"application/viid+json", "application/json"})
 _SYSTEM: Final = frozenset({"/VIID/System/Register", "/VIID/System/UnRegister", "/VIID/System/Keepalive"})
@@ -68,11 +67,6 @@ _LISTS: Final[dict[str, tuple[str, str, Callable[..., ItemOutcome]]]] = {
     "/VIID/MotorVehicles": ("MotorVehicleListObject", "MotorVehicleObject", map_motor_vehicle),
     "/VIID/Persons": ("PersonListObject", "PersonObject", map_person),
 }
-
-
-def viid_time(ts: float) -> str:
-    """``YYYYMMDDhhmmss`` in China Standard Time."""
-    return dt.datetime.fromtimestamp(ts, CST).strftime("%Y%m%d%H%M%S")
 
 
 @dataclass(slots=True)
