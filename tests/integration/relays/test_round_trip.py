@@ -40,7 +40,7 @@ from tests.relays_support import (
 from .conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
-TOWN = next(t for t in load_towns(ROOT / "infra" / "towns") if t.env == "xihu-beishan")
+TOWN = next(t for t in load_towns(ROOT / "infra" / "towns") if t.env == "gaoqing-tianzhen")
 CAMERA = f"{TOWN.town.code}001190000001"  # division 8 + industry 00 + type 119 + network 0 + serial
 CAMERA_USER, CAMERA_PASSWORD = "cam-gate-1", "camera-secret-0123"
 
@@ -97,7 +97,7 @@ def test_camera_to_view_library_through_the_cloud_gives_back_the_same_objects(  
     assert (
         anfang(
             ["devices", "register", "--stack-name", info.stack_name, "--device-id", CAMERA]
-            + ["--public-key", str(tmp_path / "gateway.pub"), "--site-id", "xihu-001"]
+            + ["--public-key", str(tmp_path / "gateway.pub"), "--site-id", "tianzhen-001"]
             + ["--site-type", "residential_closed", "--site-name", "Lakeside Garden"]
         )
         == 0
