@@ -173,7 +173,7 @@ def sample_objects() -> list[tuple[str, dict[str, Any]]]:
 
 
 def police_record(event: dict[str, Any], *, bucket: str = BUCKET) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The police_video record of a v1 event (police_video@1: boxes, vehicle and original images kept).
+    """The police_video record of a v1 event (police_video@2: boxes, vehicle and original images kept).
 
     Returns the record and its image objects (S3 key → bytes) to put in the bucket.
     """
@@ -204,7 +204,7 @@ def police_record(event: dict[str, Any], *, bucket: str = BUCKET) -> tuple[dict[
         "received_at": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
         "direction": "unknown",
         "images": images,
-        "redaction": {"policy": "police_video@1"},
+        "redaction": {"policy": "police_video@2"},
     }
     for body in ("face", "vehicle"):
         if body in event:

@@ -5,9 +5,11 @@ LeftTopX/LeftTopY/RightBtmX/RightBtmY), a ``plate_capture`` a ``MotorVehicleObje
 Type 02, scene Type 14; plate, GA/T 543 colour codes, VehicleClass). Images are embedded as base64 in
 ``SubImageInfoObject.Data``, their ``FileFormat`` taken from their magic bytes.
 
-Ids: the object id (FaceID / MotorVehicleID, 48 digits) and its SourceID (41) follow GA/T 1400's structure —
-DeviceID + ``02`` + capture time + serials — with serials derived from a hash of (device_id, event_id), so the
-same record always gets the same object id and the upstream can deduplicate on it. The anfang event id also
+Ids: a record that carries the camera's own object id (``source_ref``, kept by the police policy: a 48-digit
+FaceID / MotorVehicleID of its device) is posted under it, so an upstream that already holds the object from
+another path sees the same id. Otherwise the ids follow GA/T 1400's structure — DeviceID + ``02`` + capture time
++ serials — with serials derived from a hash of (device_id, event_id), so the same record always gets the same
+object id and the upstream can deduplicate on it. The anfang event id also
 travels in an extension field (``event_id_field``, default ``AnfangEventID``).
 
 The vocabulary (image types, colour codes, id structure, time format) is ``anfang.contracts.gat1400``, the same
@@ -30,6 +32,7 @@ from typing import Any, Final
 from anfang.contracts import ImageError, sniff_content_type
 from anfang.contracts.gat1400 import (
     IMAGE_TYPE_BY_ROLE,
+    OBJECT_TYPE_CODES,
     PLATE_COLOR_CODES,
     VEHICLE_COLOR_CODES,
     ObjectKind,
@@ -83,11 +86,27 @@ def _captured(record: Mapping[str, Any]) -> dt.datetime:
     return captured
 
 
+def _camera_ids(record: Mapping[str, Any], kind: ObjectKind) -> tuple[str, str] | None:
+    """The camera's own (SourceID, object id), when the record carries one (``source_ref``) that is a 48-digit
+    GA/T 1400 id of this record's device and kind: the upstream may already hold that object."""
+    ref = record.get("source_ref")
+    device_id = str(record["device_id"])
+    if not isinstance(ref, str) or len(ref) != 48 or not ref.isdigit() or not ref.startswith(device_id):
+        return None
+    if ref[41:43] != OBJECT_TYPE_CODES[kind]:
+        return None
+    return ref[:41], ref
+
+
 def object_ids(record: Mapping[str, Any]) -> tuple[str, str]:
-    """(SourceID, object id) of a record: deterministic per (device_id, event_id)."""
+    """(SourceID, object id) of a record: the camera's own when it travelled (``source_ref``), otherwise derived
+    deterministically from (device_id, event_id)."""
     event_type = str(record.get("event_type"))
     if event_type not in LISTS:
         raise RecordMappingError(f"{event_type} has no GA/T 1400 object")
+    camera = _camera_ids(record, LISTS[event_type].kind)
+    if camera is not None:
+        return camera
     device_id, event_id = str(record["device_id"]), str(record["event_id"])
     source_serial, object_serial = _serials(device_id, event_id)
     try:

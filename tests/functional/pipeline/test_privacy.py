@@ -112,8 +112,9 @@ def test_default_policies_keep_planted_identifiers_where_they_belong(moto_kms: A
         if event_type == "plate_capture":
             assert police["vehicle"]["plate"] == p.plate
 
-        # no policy names source_ref: its canary never appears downstream
-        assert p.canary not in gov_text and p.canary not in json.dumps(police, ensure_ascii=False)
+        # source_ref (the camera's own id) is named by police_video only, kept whole; gov_cloud never sees it
+        assert p.canary not in gov_text
+        assert police["source_ref"] == p.canary
         police_lines.append(json.dumps(police, ensure_ascii=False))
 
     # envelopes decrypt back exactly, with one data key per batch and destination

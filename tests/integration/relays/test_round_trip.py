@@ -190,6 +190,9 @@ def test_camera_to_view_library_through_the_cloud_gives_back_the_same_objects(  
         relayed = by_event[event_id]
         camera_object = camera_objects[original["event_type"]]
         assert relayed["DeviceID"] == camera_object["DeviceID"] == CAMERA
+        # the camera's own object and source ids travelled (source_ref, kept by police_video@2)
+        id_field = "FaceID" if original["event_type"] == "face_capture" else "MotorVehicleID"
+        assert (relayed[id_field], relayed["SourceID"]) == (camera_object[id_field], camera_object["SourceID"])
         shas = {
             s["Type"]: hashlib.sha256(base64.b64decode(s["Data"])).hexdigest()
             for s in relayed["SubImageList"]["SubImageInfoObject"]
@@ -205,7 +208,7 @@ def test_camera_to_view_library_through_the_cloud_gives_back_the_same_objects(  
                 camera_object["VehicleClass"],
                 camera_object["VehicleColor"],
             )
-    # AND the view library's own reading of them is the edge's first reading, up to the object id
+    # AND the view library's own reading of them is the edge's first reading
     for event in library.library.delivered_events().values():
         original = originals[library.library.objects[event["source_ref"]]["AnfangEventID"]]
         for name in ("device_id", "event_type", "captured_at", "face", "vehicle"):

@@ -30,7 +30,7 @@ def test_default_policies_load_and_name_their_versions() -> None:
     policies = default_policies()
     assert {name: policy.ref for name, policy in policies.items()} == {
         "gov_cloud": "gov_cloud@2",
-        "police_video": "police_video@1",
+        "police_video": "police_video@2",
     }
     assert policies["police_video"].field_action("access", "person.id_number") == "encrypt"
     assert policies["gov_cloud"].field_action("access", "person.id_number") == "pseudonymize"

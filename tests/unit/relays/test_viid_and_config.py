@@ -35,7 +35,7 @@ def _plate_record(**vehicle: Any) -> dict[str, Any]:
         "images": [
             {"role": "plate", "ref": "s3://b/k", "sha256": hashlib.sha256(JPEG).hexdigest(), "width": 1, "height": 1}
         ],
-        "redaction": {"policy": "police_video@1"},
+        "redaction": {"policy": "police_video@2"},
     }
 
 
@@ -46,6 +46,21 @@ def test_object_ids_are_deterministic_per_device_and_event() -> None:
     assert object_ids(other)[1] != object_ids(record)[1]
     source, oid = object_ids(record)
     assert source.startswith("33010600001190000001" + "02" + "20261129080300") and oid[41:43] == "02"
+
+
+def test_the_cameras_own_object_id_is_used_only_when_it_is_this_devices_and_kinds() -> None:
+    record = _plate_record()
+    derived_source, derived = object_ids(record)
+    camera = "33010600001190000001" + "02" + "20261129080300" + "00007" + "02" + "00042"
+    assert object_ids({**record, "source_ref": camera}) == (camera[:41], camera)
+    # another device's id, a face id on a vehicle, a short or non-numeric ref: the derived ids, never the ref
+    for bad in (
+        "33010600001190000002" + camera[20:],
+        camera[:41] + "06" + camera[43:],
+        camera[:-1],
+        "sim-17",
+    ):
+        assert object_ids({**record, "source_ref": bad}) == (derived_source, derived), bad
 
 
 @pytest.mark.parametrize(

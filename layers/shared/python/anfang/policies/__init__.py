@@ -45,7 +45,7 @@ FieldAction = Literal["keep", "mask", "pseudonymize", "encrypt", "generalize", "
 ImageAction = Literal["original", "thumbnail", "thumbnail_faces_blurred", "none"]
 FIELD_ACTIONS: Final[tuple[FieldAction, ...]] = get_args(FieldAction)
 IMAGE_ACTIONS: Final[tuple[ImageAction, ...]] = get_args(ImageAction)
-Kind = Literal["box", "enum", "text", "id_number", "phone", "plate", "device_id", "health_code"]
+Kind = Literal["box", "enum", "text", "id_number", "phone", "plate", "device_id", "health_code", "ref"]
 
 _HERE: Final = Path(__file__).resolve().parent
 
@@ -54,6 +54,7 @@ _HERE: Final = Path(__file__).resolve().parent
 _ALLOWED: Final[dict[Kind, frozenset[str]]] = {
     "box": frozenset({"keep", "drop"}),
     "health_code": frozenset({"keep", "drop"}),
+    "ref": frozenset({"keep", "drop"}),
     "enum": frozenset({"keep", "pseudonymize", "encrypt", "drop"}),
     "text": frozenset({"keep", "mask", "pseudonymize", "encrypt", "drop"}),
     "id_number": frozenset(FIELD_ACTIONS),
@@ -113,6 +114,9 @@ COMMON_PATHS: Final[dict[str, FieldSpec]] = {
     "device_id": FieldSpec("device_id", "device_id", str),
     "direction": FieldSpec("direction", "enum", Literal["in", "out", "unknown"]),
     "health_code": FieldSpec("health_code", "health_code", object),
+    # the source system's own id of the record (e.g. a camera's GA/T 1400 FaceID): lets a relay hand the
+    # upstream the object id it may already hold; an opaque id, so it is kept whole or dropped
+    "source_ref": FieldSpec("source_ref", "ref", str),
 }
 _BASE_FIELDS: Final = frozenset(
     {"event_id", "device_id", "captured_at", "direction", "source_ref", "images", "event_type"}

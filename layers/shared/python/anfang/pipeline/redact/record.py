@@ -25,7 +25,7 @@ from anfang.contracts import (
     Redaction,
     SiteView,
 )
-from anfang.contracts.types import Direction, EventId, TownCode
+from anfang.contracts.types import Direction, EventId, Label, TownCode
 from anfang.policies import FieldSpec, Policy, event_fields
 
 __all__ = ["record_model"]
@@ -96,6 +96,8 @@ def _record_model(policy: Policy) -> type[BaseModel]:
     }
     if policy.common.get("direction", "drop") == "keep":
         fields["direction"] = (Direction | None, None)
+    if policy.common.get("source_ref", "drop") == "keep":
+        fields["source_ref"] = (Label | None, Field(default=None, description="the source system's own id"))
     if policy.common.get("health_code", "drop") == "keep":
         fields["health_code"] = (HealthCodeView | None, None)
     for body, tree in bodies.items():

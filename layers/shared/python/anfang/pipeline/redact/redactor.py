@@ -134,6 +134,7 @@ class Redactor:
         self._ref = policy.ref
         self._device_pseudonym = None if policy.common["device_id"] == "keep" else pseudonymizer(secret, "device_id")
         self._keep_direction = policy.common.get("direction") == "keep"
+        self._keep_source_ref = policy.common.get("source_ref") == "keep"
         self._keep_health_code = policy.common.get("health_code") == "keep"
         self._plans: dict[str, _Plan] = {}
         self._iso: dict[tuple[dt.datetime, dt.timedelta | None], str] = {}
@@ -211,6 +212,8 @@ class Redactor:
         }
         if self._keep_direction and "direction" in event:
             record["direction"] = event["direction"]
+        if self._keep_source_ref and event.get("source_ref") is not None:
+            record["source_ref"] = event["source_ref"]
         if self._keep_health_code and enrichment.health_code is not None:
             record["health_code"] = enrichment.health_code.model_dump(mode="json")
         for body, _, below in plan.bodies:
@@ -278,4 +281,4 @@ class Redactor:
         return self._dicts.to_json(valid, by_alias=True, exclude_none=True).decode()
 
 
-assert set(COMMON_PATHS) == {"device_id", "direction", "health_code"}
+assert set(COMMON_PATHS) == {"device_id", "direction", "health_code", "source_ref"}
