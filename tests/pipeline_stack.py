@@ -93,6 +93,7 @@ class Stack:
     police_queue: str
     police_key: str
     functions: dict[str, dict[str, str]] = field(default_factory=dict)  # each function's own environment
+    api_env: dict[str, str] = field(default_factory=dict)  # the API function's, for tests that ingest too
     calls: Counter[str] = field(default_factory=Counter)
 
     def client(self, service: str) -> Any:
@@ -133,6 +134,7 @@ def create_stack(*, max_receive_count: int = 3) -> Stack:
         police_queue=outputs["PoliceVideoQueueUrl"],
         police_key=env["POLICE_FIELD_KEY_ARN"],
         functions=functions,
+        api_env=dict(deployed.functions["ApiFunction"].environment),
     )
 
 

@@ -102,7 +102,7 @@ class Processor:
         try:
             self.deps.delivered.mark(newly)
         except DedupeError:
-            # Already published: acknowledging risks a duplicate later (consumers dedupe on event_id),
+            # Already published: acknowledging risks a duplicate later (consumers dedupe on device_id + event_id),
             # failing would publish again now. Prefer the rarer duplicate.
             logger.error("delivered-events not recorded", extra={"events": len(newly)})
             result.counts["errored_mark"] += len(newly)
@@ -147,7 +147,7 @@ class Processor:
         keys = DataKeys(self.deps.kms, self.deps.kms_key_ids)
         outgoing: dict[str, list[tuple[EventKey, Message]]] = {d: [] for d in self.deps.redactors}
         for key, (message_id, event, remaining) in todo.items():
-            enrichment = enrichments[event.event_id]
+            enrichment = enrichments[key]
             attributes = string_attributes(
                 {
                     "event_type": event.event_type,
