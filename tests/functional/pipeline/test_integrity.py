@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
@@ -17,7 +18,10 @@ from typing import Any
 import pytest
 from chalice.test import Client
 
-from anfang.contracts import new_event_id
+from anfang.contracts import SiteView, new_event_id
+from anfang.pipeline.process import Processor
+from anfang.pipeline.process_wiring import build_processor
+from anfang_ops.redrive import redrive
 from tests.api_stack import (
     APP_DIR,
     TEST_ENVIRONMENT,
@@ -29,8 +33,19 @@ from tests.api_stack import (
     register_device,
     signed,
 )
+from tests.pipeline_events import DEVICE_ID, example_queued
 from tests.pipeline_fixtures import image_bytes
-from tests.pipeline_stack import Stack, drain, drive, load_handler
+from tests.pipeline_stack import (
+    MemoryHealthCodes,
+    MemorySites,
+    Stack,
+    drain,
+    drive,
+    lambda_sqs_event,
+    load_handler,
+    person_key,
+    refuse_disabled_kms_keys,
+)
 
 analyse_handler = load_handler("analyse")
 process_handler = load_handler("process")
@@ -125,3 +140,129 @@ def test_an_intruder_pre_sending_a_cameras_event_id_neither_drops_nor_replaces_i
     assert [role for role, _ in thumbnails[CAMERA_A]] == [role for role, _ in thumbnails[INTRUDER_X]] == ["scene"]
     assert thumbnails[CAMERA_A] != thumbnails[INTRUDER_X]
     assert drain(sqs, stack.process_dlq) == [] and drain(sqs, stack.analyse_dlq) == []
+
+
+# ------------------------------------------------------------------------------------ failure isolation
+
+ENCRYPTING = ("access", "access", "access", "visitor", "visitor")  # police encrypt the person's fields
+PLAIN = ("alarm", "device_status", "plate_capture", "face_capture", "alarm")  # nothing to encrypt
+SITES = MemorySites({DEVICE_ID: SiteView(site_id="xihu-garden", site_type="residential_closed", name="Xihu Garden")})
+
+
+def _processor(stack: Stack, **env: str) -> Processor:
+    settings = process_handler.Settings.model_validate({**stack.env, **env})
+    return build_processor(
+        settings, sites=SITES, health_codes=MemoryHealthCodes(), person_key=person_key, session=stack.session
+    )
+
+
+def _attempts(stack: Stack, processor: Processor, *, max_attempts: int = 6) -> list[dict[str, int]]:
+    """Invoke the function like its event source mapping until the queue is empty (a batch holds all ten
+    events, so each invocation is one attempt of every message still owed), counting per attempt what
+    each destination received and how many messages were reported for retry."""
+    sqs = stack.client("sqs")
+    arn = sqs.get_queue_attributes(QueueUrl=stack.process_queue, AttributeNames=["QueueArn"])["Attributes"]
+    attempts = []
+    for _ in range(max_attempts):
+        received = sqs.receive_message(QueueUrl=stack.process_queue, MaxNumberOfMessages=10).get("Messages", [])
+        if not received:
+            return attempts
+        response = process_handler.handle(lambda_sqs_event(arn["QueueArn"], received), processor)
+        retried = {item["itemIdentifier"] for item in response["batchItemFailures"]}
+        done = [m for m in received if m["MessageId"] not in retried]
+        if done:
+            entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)]
+            sqs.delete_message_batch(QueueUrl=stack.process_queue, Entries=entries)
+        attempts.append(
+            {
+                "messages": len(received),
+                "gov_cloud": len(drain(sqs, stack.gov_queue)),
+                "police_video": len(drain(sqs, stack.police_queue)),
+                "retried": len(retried),
+            }
+        )
+    raise AssertionError("the process queue did not drain")
+
+
+def _queue_events(stack: Stack) -> list[tuple[str, str]]:
+    events = [example_queued(t) for t in (*ENCRYPTING, *PLAIN)]
+    stack.client("sqs").send_message_batch(
+        QueueUrl=stack.process_queue,
+        Entries=[{"Id": str(i), "MessageBody": e.model_dump_json(by_alias=True)} for i, e in enumerate(events)],
+    )
+    return [(e.device_id, e.event_id) for e in events]
+
+
+def _redrive_and_collect(stack: Stack, processor: Processor) -> tuple[list[dict[str, int]], Counter[tuple[str, str]]]:
+    sqs = stack.client("sqs")
+    redrive(sqs, stack.process_dlq, stack.process_queue)
+    attempts = []
+    gov: list[dict[str, Any]] = []
+    police: list[dict[str, Any]] = []
+    for attempt in range(3):
+        received = sqs.receive_message(QueueUrl=stack.process_queue, MaxNumberOfMessages=10).get("Messages", [])
+        if not received:
+            break
+        arn = sqs.get_queue_attributes(QueueUrl=stack.process_queue, AttributeNames=["QueueArn"])["Attributes"]
+        response = process_handler.handle(lambda_sqs_event(arn["QueueArn"], received), processor)
+        assert response["batchItemFailures"] == [], f"attempt {attempt} after the redrive failed"
+        sqs.delete_message_batch(
+            QueueUrl=stack.process_queue,
+            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(received)],
+        )
+        gov += [json.loads(m["Body"]) for m in drain(sqs, stack.gov_queue)]
+        police += [json.loads(m["Body"]) for m in drain(sqs, stack.police_queue)]
+        attempts.append({"messages": len(received), "gov_cloud": len(gov), "police_video": len(police)})
+    assert gov == [], "a redrive re-published to gov_cloud, which already had every event"
+    return attempts, Counter((r["device_id"], r["event_id"]) for r in police)
+
+
+def test_a_disabled_police_key_fails_only_police_records_that_encrypt_and_a_redrive_delivers_them_once(
+    stack: Stack,
+) -> None:
+    # GIVEN the police field key is disabled (KMS refuses GenerateDataKey as AWS does) and ten events are queued,
+    # five of which carry a person whose fields the police policy encrypts
+    refuse_disabled_kms_keys(stack.session)
+    kms = stack.client("kms")
+    police_key = stack.police_key.rpartition("/")[2]  # moto's DisableKey and EnableKey take the key id only
+    kms.disable_key(KeyId=police_key)
+    keys = _queue_events(stack)
+    # WHEN the function handles the queue until SQS gives up (maxReceiveCount 3)
+    attempts = _attempts(stack, _processor(stack))
+    # THEN gov_cloud got all ten on the first attempt and police the five that need no key; only the five
+    # that need the key were retried (for police only: gov_cloud never again) and then dead-lettered
+    assert attempts == [
+        {"messages": 10, "gov_cloud": 10, "police_video": 5, "retried": 5},
+        {"messages": 5, "gov_cloud": 0, "police_video": 0, "retried": 5},
+        {"messages": 5, "gov_cloud": 0, "police_video": 0, "retried": 5},
+    ]
+    sqs = stack.client("sqs")
+    dead = sqs.get_queue_attributes(QueueUrl=stack.process_dlq, AttributeNames=["ApproximateNumberOfMessages"])
+    assert dead["Attributes"]["ApproximateNumberOfMessages"] == "5"
+    # WHEN the key is enabled again and the dead letters are redriven
+    kms.enable_key(KeyId=police_key)
+    after, police = _redrive_and_collect(stack, _processor(stack))
+    # THEN each of the five police records is delivered exactly once, and gov_cloud gets nothing again
+    assert after == [{"messages": 5, "gov_cloud": 0, "police_video": 5}]
+    assert police == Counter(keys[: len(ENCRYPTING)])
+
+
+def test_a_failing_police_topic_holds_back_no_gov_cloud_record_and_a_redrive_delivers_each_once(
+    stack: Stack,
+) -> None:
+    # GIVEN the police topic refuses every publish (it does not exist for this processor)
+    keys = _queue_events(stack)
+    broken = _processor(stack, POLICE_VIDEO_TOPIC_ARN=stack.env["POLICE_VIDEO_TOPIC_ARN"] + "-gone")
+    # WHEN the function handles the queue until SQS gives up
+    attempts = _attempts(stack, broken)
+    # THEN gov_cloud got every event on the first attempt; police_video alone was retried and dead-lettered
+    assert attempts == [
+        {"messages": 10, "gov_cloud": 10, "police_video": 0, "retried": 10},
+        {"messages": 10, "gov_cloud": 0, "police_video": 0, "retried": 10},
+        {"messages": 10, "gov_cloud": 0, "police_video": 0, "retried": 10},
+    ]
+    # WHEN the topic is back and the dead letters are redriven
+    after, police = _redrive_and_collect(stack, _processor(stack))
+    # THEN each police record is delivered exactly once, and gov_cloud gets nothing again
+    assert after == [{"messages": 10, "gov_cloud": 0, "police_video": 10}]
+    assert police == Counter(keys)
