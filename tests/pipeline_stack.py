@@ -21,6 +21,7 @@ from types import ModuleType
 from typing import Any
 
 import boto3
+from botocore.awsrequest import AWSResponse, HTTPHeaders
 
 from anfang.contracts import HealthCodeStatus, SiteView
 from anfang.health_codes.table import HealthCodeRecord
@@ -93,6 +94,7 @@ class Stack:
     police_queue: str
     police_key: str
     functions: dict[str, dict[str, str]] = field(default_factory=dict)  # each function's own environment
+    api_env: dict[str, str] = field(default_factory=dict)  # the API function's, for tests that ingest too
     calls: Counter[str] = field(default_factory=Counter)
 
     def client(self, service: str) -> Any:
@@ -133,6 +135,7 @@ def create_stack(*, max_receive_count: int = 3) -> Stack:
         police_queue=outputs["PoliceVideoQueueUrl"],
         police_key=env["POLICE_FIELD_KEY_ARN"],
         functions=functions,
+        api_env=dict(deployed.functions["ApiFunction"].environment),
     )
 
 
@@ -143,6 +146,37 @@ def count_calls(session: Any, calls: Counter[str]) -> None:
         calls[f"{model.service_model.service_name}.{model.name}"] += 1
 
     session.events.register("before-call.*.*", hook)
+
+
+def refuse_disabled_kms_keys(session: Any) -> None:
+    """Make ``session``'s KMS clients refuse ``GenerateDataKey`` under a key that is not enabled, as AWS does.
+
+    moto answers GenerateDataKey for a disabled key; AWS answers ``DisabledException`` (HTTP 400). The key's
+    state is read from moto itself (DescribeKey), so ``disable_key`` / ``enable_key`` drive it as on AWS.
+    Register before the clients under test are made from ``session``.
+    """
+    checker = session.client("kms")
+    for key in checker.list_keys()["Keys"]:
+        # moto's CloudFormation keeps a template's key policy as an object, with AWS::NoValue statements as
+        # nulls, on which moto's own DescribeKey fails: store the same policy as the text AWS would keep
+        policy = checker.get_key_policy(KeyId=key["KeyId"], PolicyName="default")["Policy"]
+        if not isinstance(policy, str):
+            policy["Statement"] = [statement for statement in policy.get("Statement", []) if statement]
+            checker.put_key_policy(KeyId=key["KeyId"], PolicyName="default", Policy=json.dumps(policy))
+
+    def refuse(params: Mapping[str, Any], **_: Any) -> tuple[AWSResponse, dict[str, Any]] | None:
+        body = params["body"]
+        key_id = (body if isinstance(body, Mapping) else json.loads(body))["KeyId"]
+        state = checker.describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"]
+        if state == "Enabled":
+            return None
+        error = {
+            "Error": {"Code": "DisabledException", "Message": f"{key_id} is {state.lower()}."},
+            "ResponseMetadata": {"HTTPStatusCode": 400},
+        }
+        return AWSResponse(url="", status_code=400, headers=HTTPHeaders(), raw=None), error
+
+    session.events.register("before-call.kms.GenerateDataKey", refuse)
 
 
 def lambda_sqs_event(queue_arn: str, messages: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 SQS has ``StartMessageMoveTask`` for this, and on AWS it is the better tool; it is not used here because
 moto (the local stack) does not implement it and the same command must work on both. Moving is
 receive → SendMessageBatch → DeleteMessageBatch, ten at a time, bodies and message attributes unchanged:
-at least once, which is safe because every event is idempotent by ``event_id`` downstream.
+at least once, which is safe because every event is idempotent by (``device_id``, ``event_id``) downstream.
 """
 
 from __future__ import annotations

@@ -85,6 +85,8 @@ def _s3(op: str, p: Params, arn: _Arns) -> list[Request]:
         return [("s3:ListBucket", arn.bucket(bucket))]
     if op == "DeleteObjects":
         return [("s3:DeleteObject", arn.bucket(bucket, o["Key"])) for o in p.get("Delete", {}).get("Objects", [])]
+    if op in {"GetObject", "HeadObject"} and p.get("VersionId"):
+        return [("s3:GetObjectVersion", arn.bucket(bucket, p["Key"]))]
     if op == "HeadObject":
         return [("s3:GetObject", arn.bucket(bucket, p["Key"]))]
     if op in {"GetObject", "PutObject", "DeleteObject"}:

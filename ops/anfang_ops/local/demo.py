@@ -270,7 +270,8 @@ def _drain_round(sqs: Any, urls: dict[str, str], files: dict[str, Any], arrivals
         for message in messages:
             record = json.loads(message["Body"])
             files[destination].write(message["Body"] + "\n")
-            seen = arrivals.setdefault(record["event_id"], {})
+            # an event is (device_id, event_id): event ids are unique per device only
+            seen = arrivals.setdefault(f"{record['device_id']} {record['event_id']}", {})
             seen[destination] = record
             seen.setdefault("_arrived", {})[destination] = now
         if messages:
@@ -426,15 +427,15 @@ def _report(path: Path, arrivals: dict[str, dict[str, Any]], s3: Any, result: De
     """A self-contained HTML page: for a few events, what each destination got, images side by side."""
     chosen: list[tuple[str, dict[str, Any]]] = []
     by_type: dict[str, int] = {}
-    for event_id, seen in sorted(arrivals.items()):
+    for event_key, seen in sorted(arrivals.items()):
         if not all(d in seen for d in DESTINATIONS):
             continue
         event_type = seen["police_video"]["event_type"]
         if by_type.get(event_type, 0) < (2 if event_type == "face_capture" else 1):
             by_type[event_type] = by_type.get(event_type, 0) + 1
-            chosen.append((event_id, seen))
+            chosen.append((event_key, seen))
     sections = []
-    for event_id, seen in chosen:
+    for event_key, seen in chosen:
         cells = []
         for destination in DESTINATIONS:
             record = seen[destination]
@@ -446,7 +447,7 @@ def _report(path: Path, arrivals: dict[str, dict[str, Any]], s3: Any, result: De
             )
             body = html.escape(json.dumps(record, ensure_ascii=False, indent=2))
             cells.append(f"<td><h3>{destination}</h3>{images}<pre>{body}</pre></td>")
-        title = html.escape(f"{seen['police_video']['event_type']} {event_id}")
+        title = html.escape(f"{seen['police_video']['event_type']} {event_key}")
         sections.append(f"<h2>{title}</h2><table><tr>{''.join(cells)}</tr></table>")
     summary = html.escape(result.summary())
     ids = "".join(f"<li><code>{html.escape(e)}</code></li>" for e in sorted(arrivals))

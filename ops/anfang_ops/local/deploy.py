@@ -5,8 +5,8 @@ The template is transformed (SAM → CloudFormation) and split three ways:
 - what the functions need at run time (keys, buckets, tables, queues, topics) goes through moto's
   CloudFormation, so names, ARNs and outputs come out of the same template a town deploys;
 - what moto's CloudFormation does not implement is created with boto3: secrets before the stack (their ARNs
-  are substituted where the template refers to them), SNS subscriptions after it; resource policies are
-  not enforced by moto and are skipped, as is the API's optional WAF web ACL;
+  are substituted where the template refers to them), SNS subscriptions and bucket versioning after it;
+  resource policies are not enforced by moto and are skipped, as is the API's optional WAF web ACL;
 - what runs in-process locally (functions, layers, roles, event source mappings, the REST API, log groups,
   alarms) is not deployed; its configuration (environment, batch sizes, triggers) is returned instead, with
   every environment value resolved by moto as an extra stack output.
@@ -224,6 +224,7 @@ def deploy_stack(
     sqs = session.client("sqs", endpoint_url=endpoint_url)
     queue_arns = {url: _queue_arn(sqs, url) for url in physical.values() if url.startswith("http")}  # once each
     _subscribe(session.client("sns", endpoint_url=endpoint_url), deferred, physical, queue_arns)
+    _version_buckets(session.client("s3", endpoint_url=endpoint_url), resources, physical)
     functions = _functions(source, in_process, resolved, env_outputs, physical, queue_arns)
     public_outputs = {k: v for k, v in resolved.items() if k not in env_outputs}
     for name, secret_arn in literals.items():
@@ -239,6 +240,14 @@ def _create_secret(client: Any, stack_name: str, name: str, props: dict[str, Any
         value = json.dumps({**template, spec["GenerateStringKey"]: value})
     answer = client.create_secret(Name=f"{stack_name}-{name}", SecretString=value)
     return str(answer["ARN"])
+
+
+def _version_buckets(s3: Any, resources: dict[str, Any], physical: dict[str, str]) -> None:
+    """Bucket versioning as the template says (moto's CloudFormation ignores ``VersioningConfiguration``)."""
+    for name, resource in resources.items():
+        versioning = resource.get("Properties", {}).get("VersioningConfiguration")
+        if resource["Type"] == "AWS::S3::Bucket" and versioning:
+            s3.put_bucket_versioning(Bucket=physical[name], VersioningConfiguration={"Status": versioning["Status"]})
 
 
 def _queue_arn(sqs: Any, url: str) -> str:

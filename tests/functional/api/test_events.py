@@ -128,6 +128,32 @@ def test_given_an_event_sent_twice_then_the_second_copy_is_a_duplicate_and_not_q
     assert queued.count(event["event_id"]) == 1 and len(queued) == 2
 
 
+def test_given_two_devices_of_one_gateway_using_the_same_event_id_then_both_events_are_accepted_once(
+    client: Client, registry: Any, stack: Stack, aws: Any
+) -> None:
+    # GIVEN a site gateway's key for two cameras whose (per-device) event ids happen to collide
+    from anfang.aws.registry import Site
+    from anfang.contracts import generate_private_key
+    from tests.api_stack import DEVICE_ID
+
+    site = Site("xihu-001", "residential_closed", "Lakeside Garden")
+    for device_id in (DEVICE_ID, OTHER_DEVICE_ID):
+        registry.register_device(device_id, site)
+    private = generate_private_key()
+    info = registry.add_key(private.public_key(), role="device", device_ids=[DEVICE_ID, OTHER_DEVICE_ID])
+    gateway = Device(DEVICE_ID, private, info)
+    first, second = alarm_event(DEVICE_ID), alarm_event(OTHER_DEVICE_ID)
+    second["event_id"] = first["event_id"]
+    # WHEN both are sent in one batch, then again
+    answer = post(client, gateway, batch(first, second, first)).json_body["results"]
+    again = post(client, gateway, batch(second, first)).json_body["results"]
+    # THEN each is its own event: accepted once, a duplicate only of itself
+    assert [r["status"] for r in answer] == ["accepted", "accepted", "duplicate"]
+    assert [r["status"] for r in again] == ["duplicate", "duplicate"]
+    queued = sorted((m["device_id"], m["event_id"]) for m in drain(aws, stack.names["process_queue"]))
+    assert queued == sorted([(DEVICE_ID, first["event_id"]), (OTHER_DEVICE_ID, first["event_id"])])
+
+
 def test_given_a_queue_that_fails_then_503_retry_later_and_nothing_is_falsely_accepted(
     client: Client, device: Device, stack: Stack, aws: Any
 ) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import gc
 import hashlib
 import hmac
 import json
+import random
 from typing import Any
 
 import pytest
@@ -14,7 +17,7 @@ from anfang.contracts import ErrorCode, find_resident_ids
 from anfang.contracts.healthcodes import LineRejection
 from anfang.health_codes.keys import person_key
 from anfang.health_codes.snapshots import SnapshotStore
-from tests.api_stack import PEPPER, Device, Stack, load_app, signed
+from tests.api_stack import APP_DIR, PEPPER, Device, Stack, load_app, register_partner, signed
 
 ID_NUMBER = "11010519491231002X"
 
@@ -84,8 +87,72 @@ def test_10000_deltas_in_one_request(client: Client, partner: Device, stack: Sta
         {"person_key": f"{n:064x}", "status": "yellow", "updated_at": "2026-11-29T08:00:00Z"} for n in range(10_000)
     ]
     response = call(client, partner, "POST", "/v1/health-codes", {"deltas": deltas})
-    assert response.json_body == {"applied": 10_000, "rejected": 0, "errors": []}
+    assert response.json_body == {"applied": 10_000, "superseded": 0, "rejected": 0, "errors": []}
     assert aws.client("dynamodb").describe_table(TableName=stack.names["health_codes"])["Table"]["ItemCount"] >= 0
+
+
+def _stored(aws: Any, stack: Stack) -> dict[str, tuple[str, str]]:
+    items = aws.client("dynamodb").scan(TableName=stack.names["health_codes"])["Items"]
+    return {i["person_key"]["S"]: (i["status"]["S"], i["updated_at"]["S"]) for i in items}
+
+
+def test_deltas_only_move_forward_whatever_the_order_they_arrive_in(
+    stack: Stack, aws: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KEY_RATE_LIMIT_REQUESTS", "0")  # a thousand requests from one key in seconds
+    app = load_app("anfang_api_app_ordering")
+    partner = register_partner(app.services.registry)
+    with Client(app.app, stage_name="test", project_dir=str(APP_DIR)) as client:
+        _deltas_only_move_forward(client, partner, stack, aws)
+    gc.unfreeze()
+
+
+def _deltas_only_move_forward(client: Client, partner: Device, stack: Stack, aws: Any) -> None:
+    # GIVEN 1,000 deltas for 100 persons: 10 each at random times over a day, some sharing a time with
+    # another status (the tie goes to the more severe status)
+    rng = random.Random(15)
+    base = dt.datetime(2026, 11, 29, tzinfo=dt.UTC)
+    deltas = []
+    for person in range(100):
+        times = [base + dt.timedelta(minutes=rng.randrange(0, 24 * 60, 30)) for _ in range(10)]
+        for at in times:
+            status = rng.choice(["green", "yellow", "red"])
+            deltas.append({"person_key": f"{person:064x}", "status": status, "updated_at": at.isoformat()})
+    severity = {"green": 0, "yellow": 1, "red": 2}
+    in_order = sorted(deltas, key=lambda d: (d["updated_at"], severity[d["status"]]))
+
+    def send(batch: list[dict[str, str]], size: int) -> dict[str, int]:
+        totals = {"applied": 0, "superseded": 0, "rejected": 0}
+        for start in range(0, len(batch), size):
+            answer = call(client, partner, "POST", "/v1/health-codes", {"deltas": batch[start : start + size]})
+            assert answer.status_code == 200, answer.body
+            for name in totals:
+                totals[name] += answer.json_body[name]
+        return totals
+
+    # WHEN they are sent in time order, one delta a request ...
+    sent_in_order = send(in_order, 1)
+    expected = _stored(aws, stack)
+    assert call(client, partner, "DELETE", "/v1/health-codes").status_code == 200
+    # ... and, after a purge, in shuffled order, in requests of 1 and of 10 (the newest of a request wins in it)
+    shuffled = list(deltas)
+    rng.shuffle(shuffled)
+    one_by_one = send(shuffled, 1)
+    got_one_by_one = _stored(aws, stack)
+    assert call(client, partner, "DELETE", "/v1/health-codes").status_code == 200
+    rng.shuffle(shuffled)
+    send(shuffled, 10)
+    got_by_ten = _stored(aws, stack)
+    # THEN the table ends the same: every person's newest delta, never an older one written last
+    newest = {}
+    for delta in in_order:
+        newest[delta["person_key"]] = (delta["status"], dt.datetime.fromisoformat(delta["updated_at"]).isoformat())
+    assert expected == newest
+    assert got_one_by_one == expected
+    assert got_by_ten == expected
+    # ... in order every delta is applied; shuffled, the older ones that arrive late are counted as superseded
+    assert sent_in_order["applied"] == 1_000 - sum(1 for a, b in zip(in_order, in_order[1:], strict=False) if a == b)
+    assert one_by_one["applied"] + one_by_one["superseded"] == 1_000 and one_by_one["superseded"] > 0
 
 
 def test_snapshot_lifecycle(client: Client, partner: Device, stack: Stack, aws: Any) -> None:

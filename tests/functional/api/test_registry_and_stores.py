@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from chalice.test import Client
+from pydantic import ValidationError
 
 from anfang.aws.registry import DeviceOutsideTownError, DeviceRegistry, KeyExistsError, Site, UnknownDeviceError
 from anfang.contracts import generate_private_key
@@ -110,3 +111,47 @@ def test_a_gateway_key_sends_for_every_device_behind_it(registry: DeviceRegistry
     results = json.loads(answer.body)["results"]
     assert [r["status"] for r in results] == ["accepted", "rejected"]
     assert results[1]["error"]["code"] == "forbidden_device"
+
+
+@pytest.mark.parametrize("status", ["revoked", "Revoked", "suspended", "disabled", "ACTIVE", " active", ""])
+def test_only_a_key_whose_status_is_exactly_active_may_sign(
+    status: str, client: Client, device: Device, stack: Stack, aws: Any
+) -> None:
+    from tests.api_stack import alarm_event
+
+    # GIVEN an operator (or a script) set the key's status to anything but "active"
+    aws.client("dynamodb").update_item(
+        TableName=stack.names["devices"],
+        Key={"pk": {"S": f"key#{device.info.key_id}"}},
+        UpdateExpression="SET #s = :s",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={":s": {"S": status}},
+    )
+    # WHEN the device signs a request with it THEN it is refused as revoked
+    body = batch(alarm_event())
+    response = client.http.post("/v1/events", headers=signed(device.signer, "POST", "/v1/events", body), body=body)
+    assert response.status_code == 401 and json.loads(response.body)["code"] == "key_revoked"
+
+
+def test_a_revoked_key_is_refused_at_most_the_registry_cache_ttl_after_its_revocation(
+    registry: DeviceRegistry, device: Device, stack: Stack, aws: Any
+) -> None:
+    # GIVEN an API container whose registry cache (30 s) resolved the key just before it was revoked
+    now = [1000.0]
+    container = DeviceRegistry(
+        aws.client("dynamodb"), stack.names["devices"], town_code="330106", cache_ttl_secs=30, clock=lambda: now[0]
+    )
+    before = container.resolve(device.info.key_id)
+    assert before is not None and before.status == "active"
+    # WHEN an operator revokes it (another process: the CLI)
+    registry.revoke_key(device.info.key_id)
+    # THEN the container may accept it until 30 s after its read, never longer
+    for elapsed, expected in [(0.0, "active"), (29.9, "active"), (30.0, "revoked"), (30.1, "revoked")]:
+        now[0] = 1000.0 + elapsed
+        resolved = container.resolve(device.info.key_id)
+        assert resolved is not None and resolved.status == expected, elapsed
+    # ... and the bound is a setting the API refuses to raise past 300 s
+    from anfang.api.settings import ApiSettings
+
+    with pytest.raises(ValidationError):
+        ApiSettings.model_validate({**stack.env(), "REGISTRY_CACHE_TTL_SECS": "301"})

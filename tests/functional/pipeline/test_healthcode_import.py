@@ -249,7 +249,7 @@ def test_raw_id_numbers_never_reach_the_table(hc: HealthCodes, caplog: pytest.Lo
     assert len(items) == 3001
     dump = json.dumps(items, ensure_ascii=False)
     assert find_resident_ids(dump.upper()) == [] and "王伟" not in dump
-    fields = {"person_key", "status", "updated_at", "source_version", "expires_at"}
+    fields = {"person_key", "status", "updated_at", "source_version", "order_key", "expires_at"}
     assert all(set(i) == fields for i in items if i["person_key"]["S"] != CURRENT_SNAPSHOT_KEY)
     # ... nor in the logs
     assert find_resident_ids(caplog.text.upper()) == [] and "王伟" not in caplog.text
@@ -537,3 +537,17 @@ class LambdaContext:
     memory_limit_in_mb = 1024
     invoked_function_arn = "arn:aws-cn:lambda:cn-north-1:123456789012:function:healthcode-import"
     aws_request_id = "req-1"
+
+
+def test_a_person_listed_twice_keeps_the_newer_line_wherever_it_is_in_the_file(hc: HealthCodes) -> None:
+    # GIVEN a snapshot whose first line says red@1h ago for a person and whose last line, 3,000 lines later
+    # (another write chunk), says green@5h ago; and a second person with a tie (same time), yellow then red
+    person, tied = resident_id(1), resident_id(2)
+    filler = [(resident_id(n), "green", at(2)) for n in range(10, 3010)]
+    lines = [(person, "red", at(1)), (tied, "yellow", at(3)), *filler, (tied, "red", at(3)), (person, "green", at(5))]
+    snapshot_id = hc.upload(ndjson(lines))
+    # WHEN it is imported
+    assert hc.run(snapshot_id)["snapshots"][0]["outcome"] == "imported"
+    # THEN the newer line counts, not the later one; a tie goes to the more severe status
+    codes = hc.current().batch_get([pk(person), pk(tied)])
+    assert codes[pk(person)].status == "red" and codes[pk(tied)].status == "red"

@@ -34,6 +34,10 @@ def test_the_declared_format_is_the_only_one_tried() -> None:
     assert caught.value.code == "image_unsupported"
 
 
-def test_object_key_is_town_capture_day_event_and_role() -> None:
+def test_object_key_is_town_capture_day_device_event_and_role() -> None:
     event = validate_event(example_events()["alarm"])
-    assert image_key("330106", event, event.images[0]) == f"330106/2026/11/29/{event.event_id}/scene.jpg"
+    key = image_key("330106", event, event.images[0])
+    assert key == f"330106/2026/11/29/{event.device_id}/{event.event_id}/scene.jpg"
+    # the same event id from another device is another object (an event id is unique per device only)
+    other = event.model_copy(update={"device_id": "33010600001320000002"})
+    assert image_key("330106", other, other.images[0]) != key

@@ -122,7 +122,7 @@ def test_person_less_events_share_their_device_enrichment_and_persons_get_their_
     enricher = Enricher(MemorySites({DEVICE_ID: site}), codes, person_key=person_key, stale_after_secs=60)
     events = [example_queued("alarm"), example_queued("device_status"), access, example_queued("access")]
     out = enricher.enrich(events)
-    alarm, status, first, second = (out[e.event_id] for e in events)
+    alarm, status, first, second = (out[(e.device_id, e.event_id)] for e in events)
     # one enrichment (and one site JSON) per device for the events without a health code
     assert alarm is status and alarm.health_code is None and alarm.site is site
     # an event with a health code has its own, with its view

@@ -74,10 +74,16 @@ class HealthCodeApi:
             verified = authenticate(self._verifier, "POST", path, headers, body, role="health_commission")
             require_json_content_type(headers)
             records, rejected, errors = self._read_deltas(parse_json(body), source=f"delta:{verified.created}")
-            applied = self._table.put_many(records) if records else 0
+            applied = self._table.put_many(records) if records else 0  # only what is newer than stored
             self._metrics.count("health_code_applied", applied)
+            self._metrics.count("health_code_superseded", len(records) - applied)
             self._metrics.count("health_code_rejected", rejected, reason=ErrorCode.PAYLOAD_INVALID)
-            return json_response(200, HealthCodeDeltaResponse(applied=applied, rejected=rejected, errors=errors))
+            return json_response(
+                200,
+                HealthCodeDeltaResponse(
+                    applied=applied, superseded=len(records) - applied, rejected=rejected, errors=errors
+                ),
+            )
 
         return self._guard(run)
 

@@ -7,7 +7,11 @@ checked (CPU only) before the duplicate lookup but stored after it, so a retried
 images of events already accepted. 202 is answered only once every accepted event is on a queue; an event
 whose image store or queue write failed gets ``retry_later`` and the whole answer becomes 503
 (problem+json with the per-event results), so the edge retries and no event is ever reported ``accepted``
-without being queued. Known event ids answer ``duplicate`` and are not enqueued again.
+without being queued. Known events answer ``duplicate`` and are not enqueued again.
+
+The idempotency key is (device_id, event_id) at every step (in-batch duplicates, the seen-events table,
+raw-image keys, queue message keys): an event id is unique per device only, so an event id that another
+device already used is a new event, never a ``duplicate`` of it (docs/api.md, "Events").
 
 AWS calls for a 100-event batch without images, warm registry cache: 1 nonce PutItem, 1 BatchGetItem,
 10 SendMessageBatch, 1 TransactWriteItems = 13 (0.13 per event).
@@ -63,6 +67,7 @@ from anfang.contracts.limits import MAX_BODY_BYTES, MAX_EVENTS_PER_BATCH
 from anfang.contracts.problems import ContractError, ErrorCode, ImageError, SignatureError
 from anfang.contracts.records import QUEUED_SCHEMA, StoredImage
 from anfang.contracts.signing import KeyInfo, Verifier, authorize
+from anfang.contracts.types import EventKey
 
 __all__ = ["EventIngest", "Outcome", "parse_batch", "queued_message"]
 
@@ -86,6 +91,10 @@ class _Pending:
     event: EventBase
     images: list[CheckedImage]
     stored: list[StoredImage] = field(default_factory=list)
+
+    @property
+    def key(self) -> EventKey:
+        return (self.event.device_id, self.event.event_id)
 
 
 @functools.lru_cache(maxsize=16)
@@ -228,7 +237,7 @@ class EventIngest:
     def _check(self, raw_events: list[Any], results: list[EventResult | None]) -> list[_Pending]:
         """Validate each event and its images on its own; a bad one never touches its neighbours."""
         pending: list[_Pending] = []
-        in_batch: set[str] = set()
+        in_batch: set[EventKey] = set()
         for index, raw in enumerate(raw_events):
             if results[index] is not None:  # already decided (forbidden device)
                 continue
@@ -240,7 +249,7 @@ class EventIngest:
                 results[index] = rejected(event_id, error)
                 self._metrics.count("rejected", reason=error.code)
                 continue
-            if event.event_id in in_batch:
+            if (event.device_id, event.event_id) in in_batch:
                 results[index] = EventResult(event_id=event.event_id, status="duplicate")
                 continue
             try:
@@ -249,7 +258,7 @@ class EventIngest:
                 results[index] = rejected(event.event_id, exc.error)
                 self._metrics.count("rejected", reason=exc.error.code)
                 continue
-            in_batch.add(event.event_id)
+            in_batch.add((event.device_id, event.event_id))
             pending.append(_Pending(index, event, checked))
         return pending
 
@@ -265,15 +274,15 @@ class EventIngest:
         if not pending:
             return pending
         try:
-            known = self._seen.which_seen([item.event.event_id for item in pending])
+            known = self._seen.which_seen([item.key for item in pending])
         except (ClientError, BotoCoreError, RuntimeError) as exc:
-            # Fail open: the event is enqueued again and the process function dedupes on event_id.
+            # Fail open: the event is enqueued again and the process function dedupes on (device_id, event_id).
             _log.warning("seen-events lookup failed: %s", type(exc).__name__)
             self._metrics.count("seen_lookup_failed")
             return pending
         fresh = []
         for item in pending:
-            if item.event.event_id in known:
+            if item.key in known:
                 results[item.index] = EventResult(event_id=item.event.event_id, status="duplicate")
             else:
                 fresh.append(item)
@@ -312,17 +321,17 @@ class EventIngest:
         to_process: dict[str, str] = {}
         for item in pending:
             message = queued_message(item.event, received_at=received_at, key_id=key_id, images=item.stored)
-            (to_analyse if item.stored else to_process)[item.event.event_id] = message
+            (to_analyse if item.stored else to_process)[_message_key(item.key)] = message
         failed = self._analyse.send(to_analyse) if to_analyse else set()
         failed |= self._process.send(to_process) if to_process else set()
-        queued: list[str] = []
+        queued: list[EventKey] = []
         for item in pending:
             event_id = item.event.event_id
-            if event_id in failed:
+            if _message_key(item.key) in failed:
                 results[item.index] = EventResult(event_id=event_id, status="retry_later", error=_RETRY)
             else:
                 results[item.index] = EventResult(event_id=event_id, status="accepted")
-                queued.append(event_id)
+                queued.append(item.key)
         if queued:
             try:
                 self._seen.record(queued, key_id=key_id)
@@ -330,6 +339,10 @@ class EventIngest:
                 # The events are on the queue: they stay accepted; a later copy is deduped downstream.
                 _log.warning("seen-events write failed: %s", type(exc).__name__)
                 self._metrics.count("seen_record_failed")
+
+
+def _message_key(key: EventKey) -> str:
+    return f"{key[0]}/{key[1]}"
 
 
 def _validation_error(exc: ValidationError) -> EventError:

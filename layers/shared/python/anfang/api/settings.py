@@ -43,7 +43,13 @@ class ApiSettings(FunctionSettings):
     health_code_ttl_days: int = Field(default=30, ge=1, le=3650, alias="HEALTH_CODE_TTL_DAYS")
     snapshot_url_expires_secs: int = Field(default=900, ge=60, le=43_200, alias="SNAPSHOT_URL_EXPIRES_SECS")
 
-    registry_cache_ttl_secs: float = Field(default=30.0, ge=0, le=3600, alias="REGISTRY_CACHE_TTL_SECS")
+    registry_cache_ttl_secs: float = Field(
+        default=30.0,
+        ge=0,
+        le=300,
+        alias="REGISTRY_CACHE_TTL_SECS",
+        description="the revocation delay: a revoked key is refused at most this long after its revocation",
+    )
     seen_events_ttl_days: int = Field(default=35, ge=30, le=366, alias="SEEN_EVENTS_TTL_DAYS")
     image_upload_concurrency: int = Field(default=8, ge=1, le=64, alias="IMAGE_UPLOAD_CONCURRENCY")
     key_rate_limit_requests: int = Field(

@@ -19,10 +19,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from anfang.aws.dynamo import GET_KEYS_PER_CALL, WRITE_ITEMS_PER_CALL, UnprocessedError, batch_get, batch_write
+from anfang.contracts.types import EventKey
 
 __all__ = ["GET_KEYS_PER_CALL", "WRITE_ITEMS_PER_CALL", "DedupeError", "DeliveredEvents", "EventKey"]
-
-EventKey = tuple[str, str]  # (device_id, event_id)
 
 
 class DedupeError(Exception):

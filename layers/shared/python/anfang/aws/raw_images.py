@@ -1,7 +1,11 @@
 """The raw-image bucket (claim check): an event's checked images stored once, referenced by key.
 
-Objects are encrypted with SSE-KMS under ``<town>/<yyyy>/<mm>/<dd>/<event_id>/<role>.<ext>``, the date being
-the capture date in UTC, so a retried event overwrites the same object. AWS calls: one ``PutObject`` per image.
+Objects are encrypted with SSE-KMS under ``<town>/<yyyy>/<mm>/<dd>/<device_id>/<event_id>/<role>.<ext>``, the
+date being the capture date in UTC. The device is part of the key because an event id is unique per device
+only: a device that sends another device's event id writes under its own prefix and can never replace the
+other device's image. A retry of the same device's event writes the same key; the bucket is versioned, and
+the reference carries the version the API wrote (``StoredImage.version_id``), so the analyse stage reads
+exactly the bytes that were checked. AWS calls: one ``PutObject`` per image.
 
 >>> store = RawImageStore(s3_client, "anfang-330106-raw-images", town_code="330106")
 >>> stored = store.put(event, image, raw, width=316, height=390)   # StoredImage(ref="330106/2026/11/29/...")
@@ -21,9 +25,11 @@ _EXTENSIONS: Final = {"image/jpeg": "jpg", "image/png": "png"}
 
 
 def image_key(town_code: str, event: EventBase, image: EventImage) -> str:
-    """The object key of an event's image: ``<town>/<yyyy>/<mm>/<dd>/<event_id>/<role>.<ext>``."""
+    """The object key of an event's image: ``<town>/<yyyy>/<mm>/<dd>/<device_id>/<event_id>/<role>.<ext>``."""
     day = event.captured_at.astimezone(UTC)
-    return f"{town_code}/{day:%Y/%m/%d}/{event.event_id}/{image.role}.{_EXTENSIONS[image.content_type]}"
+    return (
+        f"{town_code}/{day:%Y/%m/%d}/{event.device_id}/{event.event_id}/{image.role}.{_EXTENSIONS[image.content_type]}"
+    )
 
 
 class RawImageStore:
@@ -39,13 +45,13 @@ class RawImageStore:
         """Store one checked image (its decoded bytes and dimensions) and return its reference; AWS errors propagate."""
         key = image_key(self._town, event, image)
         extra: dict[str, Any] = {"SSEKMSKeyId": self._kms_key_id} if self._kms_key_id else {}
-        self._client.put_object(
+        answer = self._client.put_object(
             Bucket=self.bucket_name,
             Key=key,
             Body=raw,
             ContentType=image.content_type,
             ServerSideEncryption="aws:kms",
-            Metadata={"sha256": image.sha256, "event-id": event.event_id},
+            Metadata={"sha256": image.sha256, "device-id": event.device_id, "event-id": event.event_id},
             **extra,
         )
         return StoredImage(
@@ -56,4 +62,5 @@ class RawImageStore:
             width=width,
             height=height,
             ref=key,
+            version_id=answer.get("VersionId"),
         )

@@ -13,8 +13,11 @@ One table, partition key ``pk`` (S), two kinds of item:
   written in the same transaction as the key (or by :meth:`DeviceRegistry.bind`).
 
 GSI ``by_device`` (partition ``device_id``, sort ``pk``, projection ALL) lists a device and its bindings, so
-a device can hold several active keys while it rotates. Reads are cached in the process for
-``cache_ttl_secs`` (negative answers too), so a warm API resolves a key without a DynamoDB call.
+a device can hold several active keys while it rotates. A key signs only if its ``status`` is exactly
+``active`` (an allow-list: any other value counts as revoked). Reads are cached in the process for
+``cache_ttl_secs`` (negative answers too), so a warm API resolves a key without a DynamoDB call; that is the
+revocation delay: a container that read a key just before it was revoked accepts it for at most
+``cache_ttl_secs`` more (the entry expires ``cache_ttl_secs`` after its read; nothing else caches keys).
 
 The pipeline reuses the read side for enrichment (``sites_of`` is ``anfang.pipeline.enrich.SiteLookup``: one
 BatchGetItem per 100 uncached devices):
@@ -127,7 +130,9 @@ def _key_info(item: dict[str, Any]) -> KeyInfo:
         public_key=load_public_key(item["public_key"]["S"]),
         role=cast(Role, item["role"]["S"]),
         device_ids=frozenset(item.get("device_ids", {}).get("SS", [])),
-        status="revoked" if item["status"]["S"] == "revoked" else "active",
+        # An allow-list: only exactly "active" may sign. "Revoked", "suspended", "disabled", a typo or a missing
+        # status are all refused (answered key_revoked), never taken for active.
+        status="active" if item.get("status", {}).get("S") == "active" else "revoked",
         not_before=_opt_time(item, "not_before"),
         not_after=_opt_time(item, "not_after"),
     )

@@ -70,9 +70,15 @@ class DeltaRejection(WireModel):
 
 
 class HealthCodeDeltaResponse(WireModel):
-    """Applied and rejected counts; the first rejected records with their reasons (never their values)."""
+    """Applied, superseded and rejected counts; the first rejected records with their reasons (never values)."""
 
-    applied: int = Field(ge=0)
+    applied: int = Field(ge=0, description="valid deltas written: newer than what was stored for the person")
+    superseded: int = Field(
+        default=0,
+        ge=0,
+        description="valid deltas not written: the person's stored record (or another delta of this request) is "
+        "as new or newer (updated_at; on a tie the more severe status)",
+    )
     rejected: int = Field(ge=0)
     errors: list[DeltaRejection] = Field(default_factory=list, max_length=MAX_REPORTED_ERRORS)
 

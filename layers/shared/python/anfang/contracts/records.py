@@ -167,6 +167,9 @@ class StoredImage(WireModel):
     width: int = Field(gt=0)
     height: int = Field(gt=0)
     ref: str = Field(min_length=1, max_length=1024, description="key in the raw-image bucket")
+    version_id: Annotated[str, StringConstraints(min_length=1, max_length=1024)] | None = Field(
+        default=None, description="the object version the API wrote (the raw-image bucket is versioned)"
+    )
     analysis: ImageAnalysis | None = None
     derived: dict[Literal["thumbnail", "thumbnail_faces_blurred"], DerivedKey] = Field(
         default_factory=dict,

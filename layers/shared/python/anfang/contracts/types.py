@@ -45,6 +45,9 @@ Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_CHARS, pattern=_PRINTABLE)]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS, pattern=_PRINTABLE)]
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_string)]
+#: The idempotency key of an event end to end: (device_id, event_id). An event id is unique per device only
+#: (a device cannot know, or must not be able to claim, another device's ids), so no hop keys on it alone.
+EventKey = tuple[str, str]
 
 #: The event types of v1: adding one starts here (docs/checklists.md); the tuples below follow the Literals.
 EventType = Literal["face_capture", "plate_capture", "access", "visitor", "alarm", "device_status"]

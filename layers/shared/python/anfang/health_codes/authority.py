@@ -13,7 +13,13 @@ from datetime import datetime
 from typing import Any, cast
 
 from anfang.contracts.types import HealthCodeStatus
-from anfang.health_codes.table import CurrentSnapshot, HealthCodeRecord, HealthCodeTable, snapshot_record_key
+from anfang.health_codes.table import (
+    CurrentSnapshot,
+    HealthCodeRecord,
+    HealthCodeTable,
+    order_key,
+    snapshot_record_key,
+)
 
 __all__ = ["CurrentHealthCodes"]
 
@@ -65,7 +71,7 @@ class CurrentHealthCodes:
                 seen = _record(key, line)
                 candidates.append(replace(seen, updated_at=max(seen.updated_at, current.as_of)))
             if candidates:
-                out[key] = max(candidates, key=lambda c: c.updated_at)
+                out[key] = max(candidates, key=order_key)  # a tie goes to the more severe status
         return out
 
 

@@ -5,7 +5,8 @@ chunks (never whole in memory); each line is a :class:`~anfang.contracts.healthc
 validated on its own: an invalid line is counted and reported by line number and code, never by value,
 and never fails the import. Raw ID numbers become person keys at once. Lines are written under
 ``<person_key>#<snapshot_id>`` (BatchWriteItem, 25 a call, unprocessed items retried) so the snapshot that
-is authoritative now is never overwritten; when every line is in, the snapshot becomes the current one
+is authoritative now is never overwritten; a person listed twice keeps the newer line (``updated_at``, then
+the more severe status), wherever the lines are in the file; when every line is in, the snapshot becomes the current one
 (see the authority rule in :mod:`anfang.health_codes.table`).
 
 - Idempotent: an S3 redelivery of an imported snapshot is skipped; a re-run of an unfinished one rewrites
@@ -55,7 +56,7 @@ DEFAULT_MAX_SNAPSHOT_BYTES: Final = 1024 * 1024 * 1024
 #: A valid line is under 200 bytes; a line this long means the file is not the NDJSON we expect.
 DEFAULT_MAX_LINE_BYTES: Final = 4096
 _CHUNK_BYTES: Final = 256 * 1024
-_WRITE_RECORDS: Final = 2500  # records handed to put_many at a time (100 BatchWriteItem calls)
+_WRITE_RECORDS: Final = 2500  # records written at a time (25 BatchGetItem + 100 BatchWriteItem calls)
 
 Outcome = Literal["imported", "skipped", "failed"]
 
@@ -237,8 +238,8 @@ class SnapshotImporter:
             )
             result.imported += 1
             if len(pending) >= _WRITE_RECORDS:
-                self._table.put_many(pending)
+                self._table.put_single_writer(pending)
                 pending = []
         if pending:
-            self._table.put_many(pending)
+            self._table.put_single_writer(pending)
         return result

@@ -434,7 +434,8 @@ def analyse_event(
     box = (queued.event.get("face") or {}).get("box")
     images = []
     for stored in queued.images:
-        raw = s3.get_object(Bucket=raw_bucket, Key=stored.ref)["Body"].read()
+        version = {"VersionId": stored.version_id} if stored.version_id else {}  # the bytes the API checked
+        raw = s3.get_object(Bucket=raw_bucket, Key=stored.ref, **version)["Body"].read()
         known = (Box.model_validate(box),) if box and stored.role == "scene" else ()
         result = analyse_image(raw, role=stored.role, known_faces=known, thresholds=thresholds, kinds=kinds)
         derived: dict[DerivedKind, str] = {}

@@ -8,7 +8,7 @@ into BatchGetItem calls of at most 100 keys).
 Events without an identified person get no health code: the system never identifies people from faces.
 
 >>> enricher = Enricher(sites, health_codes, person_key=keyer, stale_after_secs=86400)
->>> enrichments = enricher.enrich(batch)      # {event_id: Enrichment}
+>>> enrichments = enricher.enrich(batch)      # {(device_id, event_id): Enrichment}
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from anfang.contracts import PERSON_PATHS, EventType, HealthCodeView, QueuedEvent, SiteView
+from anfang.contracts.types import EventKey
 from anfang.health_codes.table import HealthCodeRecord
 
 __all__ = ["Enricher", "Enrichment", "HealthCodeLookup", "SiteLookup", "person_id_number"]
@@ -81,30 +82,31 @@ class Enricher:
         self._stale_after = dt.timedelta(seconds=stale_after_secs)
         self._clock = clock
 
-    def enrich(self, events: Sequence[QueuedEvent]) -> dict[str, Enrichment]:
-        """The enrichment of every event, by event id."""
+    def enrich(self, events: Sequence[QueuedEvent]) -> dict[EventKey, Enrichment]:
+        """The enrichment of every event, by (device_id, event_id)."""
         sites = self._sites.sites_of(sorted({e.device_id for e in events})) if events else {}
-        keys: dict[str, str] = {}
+        keys: dict[EventKey, str] = {}
         if self._health_codes is not None:
             for event in events:
                 id_number = person_id_number(event.event_type, event.event)
                 if id_number is not None:
-                    keys[event.event_id] = self._person_key(id_number)
+                    keys[(event.device_id, event.event_id)] = self._person_key(id_number)
         codes = self._health_codes.batch_get(sorted(set(keys.values()))) if keys and self._health_codes else {}
         now = self._clock()
-        out = {}
+        out: dict[EventKey, Enrichment] = {}
         # events without a health code share their device's enrichment (its site JSON is then made once)
         plain: dict[str, Enrichment] = {}
         for event in events:
-            code = codes.get(keys.get(event.event_id, ""))
+            key = (event.device_id, event.event_id)
+            code = codes.get(keys.get(key, ""))
             if code is None:
                 shared = plain.get(event.device_id)
                 if shared is None:
                     shared = plain[event.device_id] = Enrichment(site=sites.get(event.device_id, SiteView()))
-                out[event.event_id] = shared
+                out[key] = shared
                 continue
             view = HealthCodeView(
                 status=code.status, as_of=code.updated_at, stale=now - code.updated_at > self._stale_after
             )
-            out[event.event_id] = Enrichment(site=sites.get(event.device_id, SiteView()), health_code=view)
+            out[key] = Enrichment(site=sites.get(event.device_id, SiteView()), health_code=view)
         return out

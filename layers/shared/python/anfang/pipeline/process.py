@@ -2,9 +2,13 @@
 
 Batch-shaped on purpose: each stage makes one batched call (or a few) for the whole batch, so a batch of 100
 events costs about 26 AWS calls (1 BatchGetItem, 1 GenerateDataKey, 2 x 10 PublishBatch, 4 BatchWriteItem).
-Failures are per message: a message that does not parse, cannot be redacted or is not published is
-reported for retry (``batchItemFailures``) while its neighbours go on; a message that keeps failing ends
-in the DLQ after the queue's maxReceiveCount.
+Failures are per message and per destination: a message that does not parse is reported for retry
+(``batchItemFailures``); a destination whose record of an event cannot be built (its policy, its KMS data
+key) or published (its topic) fails only that destination's part of that event. The other destinations still
+get the event in the same invocation and are recorded as reached (``aws.delivered_events``), so the retry
+publishes to the failed destination only, and a message that keeps failing ends in the DLQ after the queue's
+maxReceiveCount holding only what is still owed. One destination's broken key or topic never holds back
+another's records, nor its own records that need no key.
 
 >>> processor = Processor(deps)
 >>> result = processor.process([Incoming("msg-1", body)])
@@ -102,7 +106,7 @@ class Processor:
         try:
             self.deps.delivered.mark(newly)
         except DedupeError:
-            # Already published: acknowledging risks a duplicate later (consumers dedupe on event_id),
+            # Already published: acknowledging risks a duplicate later (consumers dedupe on device_id + event_id),
             # failing would publish again now. Prefer the rarer duplicate.
             logger.error("delivered-events not recorded", extra={"events": len(newly)})
             result.counts["errored_mark"] += len(newly)
@@ -144,10 +148,10 @@ class Processor:
     ) -> dict[str, list[tuple[EventKey, Message]]]:
         """Enrich and redact: the messages to publish per destination."""
         enrichments = self.deps.enricher.enrich([event for _, event, _ in todo.values()])
-        keys = DataKeys(self.deps.kms, self.deps.kms_key_ids)
+        keys = DataKeys(self.deps.kms, self.deps.kms_key_ids)  # a refused key fails its destination only
         outgoing: dict[str, list[tuple[EventKey, Message]]] = {d: [] for d in self.deps.redactors}
         for key, (message_id, event, remaining) in todo.items():
-            enrichment = enrichments[event.event_id]
+            enrichment = enrichments[key]
             attributes = string_attributes(
                 {
                     "event_type": event.event_type,
@@ -156,14 +160,23 @@ class Processor:
                     "schema": RECORD_SCHEMA,
                 }
             )
-            try:
-                bodies = {d: self.deps.redactors[d].record_json(event, enrichment, keys) for d in remaining}
-            except (RedactError, ValidationError) as exc:
-                logger.error("record not built", extra={"event_id": event.event_id, "error": type(exc).__name__})
-                result.counts["errored_redact"] += 1
-                failed.add(message_id)
-                continue
-            for destination, body in bodies.items():
+            for destination in remaining:
+                try:
+                    body = self.deps.redactors[destination].record_json(event, enrichment, keys)
+                except (RedactError, ValidationError) as exc:
+                    logger.error(
+                        "record not built",
+                        extra={
+                            "device_id": event.device_id,
+                            "event_id": event.event_id,
+                            "destination": destination,
+                            "error": type(exc).__name__,
+                            "code": getattr(exc, "code", "record_invalid"),
+                        },
+                    )
+                    result.counts[f"errored_redact_{destination}"] += 1
+                    failed.add(message_id)
+                    continue
                 entry_id = f"e{len(outgoing[destination])}"
                 outgoing[destination].append((key, Message(id=entry_id, body=body, attributes=attributes)))
         return outgoing

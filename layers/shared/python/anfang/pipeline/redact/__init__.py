@@ -14,9 +14,19 @@
 from __future__ import annotations
 
 from .actions import mask, pseudonym
-from .exceptions import RedactError
+from .exceptions import DataKeyError, RedactError
 from .keys import DataKey, DataKeys
 from .record import record_model
 from .redactor import ImageBuckets, Redactor
 
-__all__ = ["DataKey", "DataKeys", "ImageBuckets", "RedactError", "Redactor", "mask", "pseudonym", "record_model"]
+__all__ = [
+    "DataKey",
+    "DataKeyError",
+    "DataKeys",
+    "ImageBuckets",
+    "RedactError",
+    "Redactor",
+    "mask",
+    "pseudonym",
+    "record_model",
+]

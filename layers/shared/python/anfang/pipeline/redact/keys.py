@@ -1,6 +1,9 @@
 """KMS data keys of one batch for envelope encryption (AES-256-GCM), one per destination.
 
-AWS calls: one ``kms:GenerateDataKey`` per destination that encrypts a field in the batch, none otherwise.
+AWS calls: one ``kms:GenerateDataKey`` per destination that encrypts a field in the batch, none otherwise. A
+refusal (disabled key, access denied, throttling past botocore's retries) is :class:`DataKeyError` for that
+destination only, remembered for the rest of the batch: KMS is not asked again per event, and the other
+destinations' keys are unaffected.
 
 >>> keys = DataKeys(kms_client, {"police_video": police_key_arn})
 >>> key = keys.for_destination("police_video")       # GenerateDataKey on first use, then cached
@@ -15,9 +18,10 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .exceptions import RedactError
+from .exceptions import DataKeyError, RedactError
 
 __all__ = ["DataKey", "DataKeys"]
 
@@ -46,16 +50,28 @@ class DataKeys:
         self._kms = kms
         self._key_ids = dict(key_ids)
         self._keys: dict[str, DataKey] = {}
+        self._refused: dict[str, str] = {}  # destination -> why KMS refused its key in this batch
 
     def for_destination(self, destination: str) -> DataKey:
+        """The batch's data key of ``destination``; raises :class:`DataKeyError` when KMS gives none."""
         key = self._keys.get(destination)
         if key is None:
             key_id = self._key_ids.get(destination)
             if not key_id:
                 raise RedactError(f"policy {destination} encrypts a field but no KMS key is configured for it")
-            out = self._kms.generate_data_key(
-                KeyId=key_id, KeySpec="AES_256", EncryptionContext={"destination": destination}
-            )
+            refused = self._refused.get(destination)
+            if refused is not None:
+                raise DataKeyError(f"no data key for {destination} in this batch: {refused}")
+            try:
+                out = self._kms.generate_data_key(
+                    KeyId=key_id, KeySpec="AES_256", EncryptionContext={"destination": destination}
+                )
+            except ClientError as exc:
+                self._refused[destination] = str(exc.response.get("Error", {}).get("Code", "ClientError"))
+                raise DataKeyError(f"no data key for {destination}: {self._refused[destination]}") from exc
+            except BotoCoreError as exc:
+                self._refused[destination] = type(exc).__name__
+                raise DataKeyError(f"no data key for {destination}: {self._refused[destination]}") from exc
             key = DataKey(
                 kid=out["KeyId"], edk=base64.b64encode(out["CiphertextBlob"]).decode(), aead=AESGCM(out["Plaintext"])
             )
