@@ -136,16 +136,19 @@ def _anchors(height: int, width: int) -> Any:
     return np.concatenate(grids).astype(np.float32)
 
 
-def _pass(rgb: Any, side: int, min_score: float) -> tuple[Any, Any]:
-    """Boxes (x, y, w, h in the pixels of ``rgb``) and scores of one pass with the long side at ``side``."""
+def _pass(rgb: Any, side: int, min_score: float, source: Any) -> tuple[Any, Any, Any]:
+    """Boxes (x, y, w, h in the pixels of ``rgb``) and scores of one pass with the long side at ``side``, and
+    the image the pass ran on (unpadded). ``source`` is ``rgb`` or a smaller copy of it no smaller than the pass
+    (the previous pass's image: resizing 672 px to 288 costs half of resizing 960 px, with the same recall)."""
     height, width = rgb.shape[:2]
     scale = min(1.0, side / max(height, width))
     w, h = max(1, round(width * scale)), max(1, round(height * scale))
-    small = rgb if (w, h) == (width, height) else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+    small = source if (w, h) == source.shape[1::-1] else cv2.resize(source, (w, h), interpolation=cv2.INTER_AREA)
+    padded = small
     pw, ph = -(-w // _INPUT_MULTIPLE) * _INPUT_MULTIPLE, -(-h // _INPUT_MULTIPLE) * _INPUT_MULTIPLE
     if (pw, ph) != (w, h):
-        small = cv2.copyMakeBorder(small, 0, ph - h, 0, pw - w, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-    blob = small.astype(np.float32)[np.newaxis]  # NHWC, scaled to [-1, 1] as the model was trained
+        padded = cv2.copyMakeBorder(small, 0, ph - h, 0, pw - w, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    blob = padded.astype(np.float32)[np.newaxis]  # NHWC, scaled to [-1, 1] as the model was trained
     blob *= 1 / 127.5
     blob -= 1.0
     net, input_index, regressors_index, logits_index = _net(ph, pw)
@@ -159,7 +162,7 @@ def _pass(rgb: Any, side: int, min_score: float) -> tuple[Any, Any]:
     centres = _anchors(ph, pw)[keep] + raw[:, 0:2]
     sizes = raw[:, 2:4]
     boxes = np.concatenate([centres - sizes / 2, sizes], axis=1) / scale
-    return boxes, scores[keep]
+    return boxes, scores[keep], small
 
 
 def detect_faces(
@@ -177,7 +180,10 @@ def detect_faces(
     elif not rgb:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     height, width = image.shape[:2]
-    found = [_pass(image, side, min_score) for side in (PASS_SIDES_PIXELS if passes is None else passes)]
+    found, source = [], image
+    for side in sorted(PASS_SIDES_PIXELS if passes is None else passes, reverse=True):  # each from the one before
+        boxes, scores, source = _pass(image, side, min_score, source)
+        found.append((boxes, scores))
     boxes = np.concatenate([b for b, _ in found])
     scores = np.concatenate([s for _, s in found])
     if not len(scores):
