@@ -14,7 +14,7 @@ destination that may only see face-blurred images gets no image of that event (t
 to a less redacted one), and one corrupt image never fails its batch. A ``face`` or ``person`` image in which
 no face is found is blurred whole.
 
-Cost (1080p JPEG, one core): decode at 1/2 in the DCT ~5 ms, faces ~25 ms, the rest ~4 ms; no AWS calls here,
+Cost (1080p JPEG, one core): decode at 1/2 in the DCT ~5 ms, faces ~15 ms, the rest ~2 ms; no AWS calls here,
 one GetObject per image and one PutObject per derived image in :func:`analyse_event`.
 
 >>> result = analyse_image(Path("face.jpg").read_bytes(), role="face")

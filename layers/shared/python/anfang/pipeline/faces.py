@@ -14,10 +14,11 @@ pass for small faces), with the SSD anchors rebuilt for each grid; the detection
 by non-maximum suppression. Faces from :data:`RELIABLE_MIN_FACE_SHARE` of the long side are found with
 recall >= 99% on the labeled benchmark (``make bench``, ``tests/bench/test_bench_faces.py``).
 
-Cost: dominated by the fine pass, about 0.045 us per input pixel on one core (AMD EPYC, LiteRT 1.4.0):
-~13 ms for a 1080p scene (passes at 288x162 and 672x378), ~3 ms for a face crop (coarse pass only); one
-interpreter per input shape (~25 MB each for the fine pass, ~20 ms to plan once per process and shape).
-No AWS calls. Not thread-safe (one interpreter per shape per process), as Lambda runs it.
+Cost: dominated by the fine pass's network, about 0.042 us per input pixel on one core (AMD EPYC, LiteRT
+1.4.0): ~11 ms of the ~17 ms for the 1/2 decode of a 1080p scene (passes at 672x378, then 288x162 resized from
+it; the rest is resizing), ~3 ms for a face crop (coarse pass only). One interpreter per input shape, planned
+once per process and shape (~20 ms; ~43 MB for the fine pass's, ~13 MB for the coarse pass's). No AWS calls.
+Not thread-safe (the interpreters are shared per process): the analyse function runs one image at a time.
 
 The image must be upright (EXIF orientation applied, as ``cv2.imdecode`` does): the model finds faces tilted
 up to about 30 degrees, not sideways. Boxes are in the pixels of the image given.
