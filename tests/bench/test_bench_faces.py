@@ -1,5 +1,5 @@
 """Face detection benchmark (``make bench``), one core: the detector as the analyse stage runs it
-(``anfang.pipeline.analyse.analyse_image``: decode, EXIF orientation, BlazeFace short-range through ``cv2.dnn``,
+(``anfang.pipeline.analyse.analyse_image``: decode, EXIF orientation, BlazeFace short-range run by LiteRT,
 boxes scaled back), the detector alone with other settings, and the Haar cascade the analyse stage used before
 issue 13 (kept here only, as the baseline: the product no longer carries a cascade), side by side in one run on
 the labeled scenes of ``tests/faces_dataset.py``.

