@@ -43,6 +43,7 @@ from anfang.contracts.destinations import DESTINATION_INFO, DESTINATIONS
 from anfang.contracts.examples import example_population
 from anfang_ops.towns import TownConfig, load_towns
 
+from .pollers import StageTiming
 from .stack import LocalStack
 
 __all__ = ["DemoError", "DemoResult", "run_demo"]
@@ -92,6 +93,8 @@ class DemoResult:
     delivered: dict[str, int] = field(default_factory=dict)
     dead_letters: dict[str, int] = field(default_factory=dict)
     latencies_secs: list[float] = field(default_factory=list)
+    #: per stage (edge → API, analyse, process, delivery), the seconds each event spent there
+    stage_secs: dict[str, list[float]] = field(default_factory=dict)
     snapshot: dict[str, Any] = field(default_factory=dict)
     elapsed_secs: float = 0.0
     problems: list[str] = field(default_factory=list)
@@ -100,14 +103,19 @@ class DemoResult:
     def ok(self) -> bool:
         return not self.problems
 
-    def percentile(self, q: float) -> float | None:
-        if not self.latencies_secs:
+    def percentile(self, q: float, values: list[float] | None = None) -> float | None:
+        values = self.latencies_secs if values is None else values
+        if not values:
             return None
-        ordered = sorted(self.latencies_secs)
+        ordered = sorted(values)
         return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
     def summary(self) -> str:
         p50, p95 = self.percentile(0.5), self.percentile(0.95)
+        stages = [
+            (f"  {name} p50 / p95", f"{self.percentile(0.5, v) or 0:.2f} s / {self.percentile(0.95, v) or 0:.2f} s")
+            for name, v in self.stage_secs.items()
+        ]
         rows = [
             ("events sent by the edge agents", self.sent),
             ("accepted by the API", self.accepted),
@@ -120,6 +128,7 @@ class DemoResult:
                 f"{self.snapshot.get('status', '-')} ({self.snapshot.get('imported', 0)} records)",
             ),
             ("end-to-end latency p50 / p95", f"{p50 or 0:.2f} s / {p95 or 0:.2f} s"),
+            *stages,
             ("elapsed", f"{self.elapsed_secs:.0f} s"),
         ]
         width = max(len(name) for name, _ in rows)
@@ -264,7 +273,9 @@ def _agent_status(agent: _Agent) -> dict[str, Any]:
 
 def _drain_round(sqs: Any, urls: dict[str, str], files: dict[str, Any], arrivals: dict[str, dict[str, Any]]) -> None:
     for destination, url in urls.items():
-        answer = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+        answer = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, AttributeNames=["SentTimestamp"]
+        )
         messages = answer.get("Messages", [])
         now = dt.datetime.now(dt.UTC)
         for message in messages:
@@ -274,6 +285,8 @@ def _drain_round(sqs: Any, urls: dict[str, str], files: dict[str, Any], arrivals
             seen = arrivals.setdefault(f"{record['device_id']} {record['event_id']}", {})
             seen[destination] = record
             seen.setdefault("_arrived", {})[destination] = now
+            sent = int(message.get("Attributes", {}).get("SentTimestamp", now.timestamp() * 1000)) / 1000
+            seen.setdefault("_delivery", {})[destination] = max(0.0, now.timestamp() - sent)
         if messages:
             sqs.delete_message_batch(
                 QueueUrl=url,
@@ -341,10 +354,34 @@ def run_demo(
             record = next(v for k, v in seen.items() if k in DESTINATIONS)
             captured = dt.datetime.fromisoformat(record["captured_at"])
             result.latencies_secs.append((max(seen["_arrived"].values()) - captured).total_seconds())
+        result.stage_secs = _stages(arrivals, stack.timings)
         result.elapsed_secs = time.monotonic() - started
         _check(result, events)
         _report(out / "report.html", arrivals, client("s3"), result)
     return result
+
+
+def _stages(arrivals: dict[str, dict[str, Any]], timings: list[StageTiming]) -> dict[str, list[float]]:
+    """Seconds per delivered event in each stage: capture → API receipt (the edge's spool and upload), the analyse
+    and process functions (queue wait + the invocation that handled it, summed over retries), and the destination
+    queue (SNS publish → drained by the demo)."""
+    delivered = {tuple(key.split(" ", 1)) for key in arrivals}
+    spent: dict[str, dict[tuple[str, str], float]] = {"analyse": {}, "process": {}}
+    for timing in timings:
+        stage = {"AnalyseFunction": "analyse", "ProcessFunction": "process"}.get(timing.function)
+        if stage is not None and timing.key in delivered:
+            spent[stage][timing.key] = spent[stage].get(timing.key, 0.0) + timing.queued_secs + timing.run_secs
+    edge = []
+    for seen in arrivals.values():
+        record = next(v for k, v in seen.items() if k in DESTINATIONS)
+        received = dt.datetime.fromisoformat(record["received_at"])
+        edge.append((received - dt.datetime.fromisoformat(record["captured_at"])).total_seconds())
+    return {
+        "edge → API": edge,
+        "analyse (events with images)": list(spent["analyse"].values()),
+        "process": list(spent["process"].values()),
+        "delivery": [max(seen["_delivery"].values()) for seen in arrivals.values()],
+    }
 
 
 def _deliver(

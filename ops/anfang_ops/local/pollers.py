@@ -17,15 +17,38 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .deploy import LocalFunction, QueueTrigger, S3Trigger
 from .runtime import LambdaContext
 
-__all__ = ["S3Poller", "SqsPoller"]
+__all__ = ["S3Poller", "SqsPoller", "StageTiming"]
 
 logger = logging.getLogger("anfang_ops.local")
 Handler = Callable[[dict[str, Any], Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StageTiming:
+    """Where one message's time went in one function: waiting on its queue, then being handled.
+
+    ``key`` is (device_id, event_id) when the body is a queued event (the pipeline's queues), else None.
+    """
+
+    function: str
+    key: tuple[str, str] | None
+    queued_secs: float  # from SQS's SentTimestamp to the start of the invocation
+    run_secs: float  # the invocation that handled it (its whole batch)
+    ok: bool
+
+
+def _key_of(body: str) -> tuple[str, str] | None:
+    try:
+        doc = json.loads(body)
+        return (str(doc["device_id"]), str(doc["event_id"]))
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class SqsPoller(threading.Thread):
@@ -41,8 +64,10 @@ class SqsPoller(threading.Thread):
         stop: threading.Event,
         *,
         retry_delay_secs: int = 1,
+        timings: list[StageTiming] | None = None,
     ) -> None:
         super().__init__(name=f"sqs-{function.name}", daemon=True)
+        self.timings = timings
         self.sqs = sqs
         self.function = function
         self.handler = handler
@@ -106,6 +131,7 @@ class SqsPoller(threading.Thread):
     def _invoke(self, messages: list[dict[str, Any]]) -> None:
         event = {"Records": [self._record(m) for m in messages]}
         self.invocations += 1
+        started = time.time()
         try:
             response = self.handler(event, LambdaContext(self.function, self.region))
         except Exception:
@@ -116,6 +142,18 @@ class SqsPoller(threading.Thread):
             if self.trigger.report_batch_item_failures and isinstance(response, dict):
                 failed = {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}
         self.failed_items += len(failed)
+        if self.timings is not None:
+            ran = time.time() - started
+            self.timings.extend(  # list.extend is atomic: pollers share the list
+                StageTiming(
+                    self.function.name,
+                    _key_of(m["Body"]),
+                    max(0.0, started - int(m.get("Attributes", {}).get("SentTimestamp", started * 1000)) / 1000),
+                    ran,
+                    m["MessageId"] not in failed,
+                )
+                for m in messages
+            )
         done = [m for m in messages if m["MessageId"] not in failed]
         for start in range(0, len(done), 10):
             chunk = done[start : start + 10]

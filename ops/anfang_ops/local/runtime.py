@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import importlib.util
+import io
+import multiprocessing
 import os
 import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Final
 
 from .deploy import LocalFunction
 
-__all__ = ["LambdaContext", "apply_environment", "load_handler"]
+__all__ = ["LambdaContext", "WorkerError", "WorkerPool", "apply_environment", "load_handler"]
 
 # Variables that legitimately differ between functions; each handler names its service in code as well.
 PER_FUNCTION: Final = frozenset({"POWERTOOLS_SERVICE_NAME"})
@@ -74,3 +77,69 @@ def apply_environment(functions: Mapping[str, LocalFunction], aws: Mapping[str, 
             merged[key] = value
     os.environ.update(merged)
     return merged
+
+
+# ---------------------------------------------------------------------------------------------------- worker pool
+
+_worker: dict[str, Any] = {}  # the state of one worker process: its handler, function, region and output
+
+
+class _Captured(io.StringIO):
+    """The worker's stdout: what an invocation prints (JSON logs, EMF metrics) goes back to the parent with its
+    answer, so it lands where the parent's own functions print (its log, its metric forwarder)."""
+
+
+def _worker_start(root: str, function: LocalFunction, environ: dict[str, str], region: str) -> None:
+    os.environ.update(environ)
+    # before the handler loads: Powertools binds its log handler to the sys.stdout it finds at import
+    sys.stdout = _Captured()
+    _worker.update(handler=load_handler(Path(root), function), function=function, region=region)
+
+
+def _worker_invoke(event: dict[str, Any]) -> tuple[Any, str]:
+    out: _Captured = sys.stdout  # type: ignore[assignment]
+    out.seek(0)
+    out.truncate()
+    try:
+        return _worker["handler"](event, LambdaContext(_worker["function"], _worker["region"])), out.getvalue()
+    except Exception as exc:
+        raise WorkerError(f"{type(exc).__name__}: {exc}", out.getvalue()) from None
+
+
+class WorkerError(Exception):
+    """The handler raised in a worker; carries what it printed."""
+
+    def __init__(self, message: str, printed: str) -> None:
+        super().__init__(message, printed)
+        self.printed = printed
+
+
+class WorkerPool:
+    """One function run in ``workers`` processes, as that many Lambda containers would run it.
+
+    Threads would share the handler module's state (Powertools keeps one metric set per process, flushed by each
+    invocation), so a CPU-bound function (analyse: OpenCV and LiteRT) gets processes of its own, started with
+    ``spawn``, each loading the handler once; the event and the answer cross as pickled dicts. Callable like a
+    handler (the context is made in the worker).
+    """
+
+    def __init__(self, root: Path, function: LocalFunction, *, workers: int, region: str) -> None:
+        self.workers = workers
+        self._pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_start,
+            initargs=(str(root), function, dict(os.environ), region),
+        )
+
+    def __call__(self, event: dict[str, Any], context: Any) -> Any:
+        try:
+            response, printed = self._pool.submit(_worker_invoke, event).result()
+        except WorkerError as exc:
+            sys.stdout.write(exc.printed)
+            raise
+        sys.stdout.write(printed)
+        return response
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)

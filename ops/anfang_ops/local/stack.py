@@ -21,12 +21,14 @@ from anfang_ops.towns import TownConfig, load_towns
 
 from .deploy import DeployedStack, deploy_stack
 from .metrics import EmfForwarder
-from .pollers import S3Poller, SqsPoller
-from .runtime import apply_environment, load_handler
+from .pollers import S3Poller, SqsPoller, StageTiming
+from .runtime import WorkerPool, apply_environment, load_handler
 
 __all__ = ["LocalStack", "StackInfo"]
 
 logger = logging.getLogger("anfang_ops.local")
+#: The function that runs in a process per core (the template's logical id).
+ANALYSE_FUNCTION: Final = "AnalyseFunction"
 LOCAL_CREDENTIALS: Final = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 
@@ -66,6 +68,7 @@ class LocalStack:
         api_port: int = 0,
         retry_delay_secs: int = 1,
         visibility_timeout_max_secs: int = 30,
+        analyse_workers: int | None = None,
     ) -> None:
         self.root = root.resolve()
         self.state_dir = state_dir
@@ -74,12 +77,17 @@ class LocalStack:
         self.api_port = api_port
         self.retry_delay_secs = retry_delay_secs
         self.visibility_timeout_max_secs = visibility_timeout_max_secs
+        # Lambda scales the CPU-bound analyse function out over containers; locally it gets a process per core
+        self.analyse_workers = analyse_workers if analyse_workers is not None else (os.cpu_count() or 1)
+        self._pools: list[WorkerPool] = []
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._moto: Any = None
         self._api: Any = None
         self.deployed: DeployedStack | None = None
         self.pollers: list[SqsPoller | S3Poller] = []
+        #: per message handled by a queue-triggered function: where its time went (see ``StageTiming``)
+        self.timings: list[StageTiming] = []
         self.info: StackInfo | None = None
         self._saved_environ: dict[str, str] | None = None
         self._emf: EmfForwarder | None = None
@@ -134,9 +142,16 @@ class LocalStack:
         s3 = session.client("s3", endpoint_url=endpoint)
         api_url = ""
         for function in self.deployed.functions.values():
-            handler = load_handler(self.root, function)
+            workers = self.analyse_workers if function.name == ANALYSE_FUNCTION else 1
+            handler: Any
+            if workers > 1:
+                pool = WorkerPool(self.root, function, workers=workers, region=region)
+                self._pools.append(pool)
+                handler = pool
+            else:
+                handler = load_handler(self.root, function)
             for queue_trigger in function.queue_triggers:
-                self.pollers.append(
+                self.pollers.extend(
                     SqsPoller(
                         sqs,
                         function,
@@ -145,7 +160,9 @@ class LocalStack:
                         region,
                         self._stop,
                         retry_delay_secs=self.retry_delay_secs,
+                        timings=self.timings,
                     )
+                    for _ in range(workers)
                 )
             for s3_trigger in function.s3_triggers:
                 self.pollers.append(S3Poller(s3, sqs, function, handler, s3_trigger, region, self._stop))
@@ -184,6 +201,9 @@ class LocalStack:
         self._stop.set()
         for poller in self.pollers:
             poller.join(timeout=10)
+        for pool in self._pools:
+            pool.close()
+        self._pools.clear()
         if self._api is not None:
             self._api.server.shutdown()
             self._api.server.server_close()

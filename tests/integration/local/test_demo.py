@@ -34,6 +34,16 @@ def test_the_demo_delivers_every_event_to_both_destinations_and_reports_them(tmp
     # AND the gov cloud got health codes for identified people, from the commission's snapshot and deltas
     gov = [json.loads(line) for line in (tmp_path / "gov_cloud.ndjson").open()]
     assert any(record.get("health_code") for record in gov if record["event_type"] in ("access", "visitor"))
+    # AND the summary says where the time went: each delivered event in each stage it passed through
+    with_images = sum(1 for record in gov if record["event_type"] != "device_status")
+    assert {k: len(v) for k, v in result.stage_secs.items()} == {
+        "edge → API": 200,
+        "analyse (events with images)": with_images,
+        "process": 200,
+        "delivery": 200,
+    }
+    assert all(x >= 0 for v in result.stage_secs.values() for x in v)
+    assert "analyse (events with images) p50 / p95" in result.summary()
 
 
 def test_the_demo_run_twice_in_the_same_folder_passes_twice_and_counts_only_its_own_events(tmp_path: Path) -> None:

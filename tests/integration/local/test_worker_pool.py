@@ -1,0 +1,62 @@
+"""The local stack's worker processes (the analyse function's containers): isolated, parallel, output kept."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from anfang_ops.local.deploy import LocalFunction
+from anfang_ops.local.runtime import WorkerError, WorkerPool
+
+HANDLER = """
+import json, os, time
+
+def lambda_handler(event, context):
+    print(json.dumps({"pid": os.getpid(), "fn": context.function_name}))
+    if event.get("fail"):
+        raise ValueError("bad batch")
+    time.sleep(event.get("sleep", 0))
+    return {"pid": os.getpid(), "batchItemFailures": []}
+"""
+
+
+@pytest.fixture
+def pool(tmp_path: Path) -> WorkerPool:
+    (tmp_path / "fn").mkdir()
+    (tmp_path / "fn" / "handler.py").write_text(HANDLER, encoding="utf-8")
+    function = LocalFunction("AnalyseFunction", "fn", "handler.lambda_handler", 30, 512, {})
+    workers = WorkerPool(tmp_path, function, workers=2, region="cn-north-1")
+    yield workers
+    workers.close()
+
+
+def test_invocations_run_in_worker_processes_in_parallel_and_their_output_reaches_the_parent(pool: WorkerPool) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    # GIVEN two pollers invoking at once, each batch taking 1.5 s in the handler
+    pool({"sleep": 0}, None)  # spawn cost out of the timing
+    pool({"sleep": 0}, None)
+    out = io.StringIO()
+    started = time.monotonic()
+    with contextlib.redirect_stdout(out), ThreadPoolExecutor(2) as threads:
+        answers = list(threads.map(lambda _: pool({"sleep": 1.5}, None), range(2)))
+    elapsed = time.monotonic() - started
+    # THEN they ran in two other processes at the same time, and what the handler printed is in our stdout
+    pids = {answer["pid"] for answer in answers}
+    assert len(pids) == 2 and os.getpid() not in pids
+    assert elapsed < 2.9, elapsed
+    assert out.getvalue().count('"fn": "AnalyseFunction"') == 2
+
+
+def test_a_handler_that_raises_fails_its_batch_with_its_output_kept(pool: WorkerPool) -> None:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(WorkerError, match="ValueError: bad batch"):
+        pool({"fail": True}, None)
+    assert '"fn": "AnalyseFunction"' in out.getvalue()
+    # AND the worker survives for the next batch
+    assert pool({"sleep": 0}, None)["batchItemFailures"] == []
