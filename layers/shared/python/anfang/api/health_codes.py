@@ -49,6 +49,8 @@ __all__ = ["HealthCodeApi"]
 
 _log = logging.getLogger(__name__)
 
+_SNAPSHOT_BODY = 'body must be {"size_bytes": <the file\'s length>, "sha256": "<its SHA-256, 64 lowercase hex>"}'
+
 
 class HealthCodeApi:
     """The health commission's routes: deltas, snapshots, purge. Every request is signed by a partner key."""
@@ -95,6 +97,8 @@ class HealthCodeApi:
         def run() -> HttpResponse:
             verified = authenticate(self._verifier, "POST", path, headers, body, role="health_commission")
             require_json_content_type(headers)
+            if not body.strip():  # the body of the old contract (before issue 15): say what is needed now
+                raise RequestError(_SNAPSHOT_BODY, code=ErrorCode.PAYLOAD_INVALID)
             request = self._read_snapshot_request(parse_json(body))
             created = self._snapshots.create(
                 key_id=verified.key.key_id, size_bytes=request.size_bytes, sha256=request.sha256
@@ -135,8 +139,7 @@ class HealthCodeApi:
             return SnapshotRequest.model_validate(doc, strict=True)
         except ValidationError as exc:
             error = event_error(exc)  # path and message only
-            detail = 'body must be {"size_bytes": <n>, "sha256": "<64 lowercase hex>"}: ' + error.detail
-            raise RequestError(detail, code=ErrorCode.PAYLOAD_INVALID) from None
+            raise RequestError(f"{_SNAPSHOT_BODY}: {error.detail}", code=ErrorCode.PAYLOAD_INVALID) from None
 
     def _read_deltas(self, doc: Any, *, source: str) -> tuple[list[HealthCodeRecord], int, list[DeltaRejection]]:
         if not isinstance(doc, dict) or set(doc) != {"deltas"} or not isinstance(doc["deltas"], list):

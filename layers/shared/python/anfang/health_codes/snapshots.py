@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, cast
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import TypeAdapter
 
@@ -35,12 +36,20 @@ from anfang.contracts.healthcodes import (
     SnapshotStatus,
 )
 
-__all__ = ["SNAPSHOT_PREFIX", "SnapshotPinnedError", "SnapshotStore", "upload_headers"]
+__all__ = ["SNAPSHOT_PREFIX", "SnapshotPinnedError", "SnapshotStore", "UnboundUploadUrlError", "upload_headers"]
 
 SNAPSHOT_PREFIX: Final = "snapshots/"
 _SNAPSHOT_ID_RE: Final = re.compile(r"[0-9a-f]{32}")
 _REJECTIONS: Final = TypeAdapter(list[LineRejection])
 _SNAPSHOT_RECORD_TTL_SECS: Final = 90 * 86_400
+#: What the presigned PUT must sign (lowercase, as in ``X-Amz-SignedHeaders``).
+_BOUND_HEADERS: Final = frozenset({"content-length", "x-amz-checksum-sha256", "if-none-match"})
+
+
+class UnboundUploadUrlError(RuntimeError):
+    """The S3 client presigned a URL that does not sign the content binding (e.g. SigV2): never handed out."""
+
+    code: Final = "upload_url_unbound"
 
 
 class SnapshotPinnedError(Exception):
@@ -94,6 +103,22 @@ class SnapshotStore:
         snapshot_id = uuid.uuid4().hex
         now = self._now()
         key = self.object_key(snapshot_id)
+        headers = upload_headers(size_bytes, sha256)
+        url = self._s3.generate_presigned_url(
+            "put_object",
+            Params={
+                "Bucket": self.bucket_name,
+                "Key": key,
+                "ContentLength": size_bytes,
+                "ChecksumSHA256": headers["x-amz-checksum-sha256"],
+                "IfNoneMatch": headers["If-None-Match"],
+            },
+            ExpiresIn=self._url_expires_secs,
+            HttpMethod="PUT",
+        )
+        signed = parse_qs(urlsplit(url).query).get("X-Amz-SignedHeaders", [""])[0].split(";")
+        if not set(signed) >= _BOUND_HEADERS:
+            raise UnboundUploadUrlError("the S3 client must presign with SigV4 (signature_version='s3v4')")
         self._ddb.put_item(
             TableName=self._table,
             Item={
@@ -107,19 +132,6 @@ class SnapshotStore:
                 "sha256": {"S": sha256},
                 "expires_at": {"N": str(int(now.timestamp()) + _SNAPSHOT_RECORD_TTL_SECS)},
             },
-        )
-        headers = upload_headers(size_bytes, sha256)
-        url = self._s3.generate_presigned_url(
-            "put_object",
-            Params={
-                "Bucket": self.bucket_name,
-                "Key": key,
-                "ContentLength": size_bytes,
-                "ChecksumSHA256": headers["x-amz-checksum-sha256"],
-                "IfNoneMatch": headers["If-None-Match"],
-            },
-            ExpiresIn=self._url_expires_secs,
-            HttpMethod="PUT",
         )
         return SnapshotCreated(
             snapshot_id=snapshot_id,
