@@ -99,7 +99,8 @@ ROUTES: Final[tuple[Route, ...]] = (
         "/v1/health-codes/snapshots",
         "createHealthCodeSnapshot",
         "Start a full snapshot of a declared size and SHA-256: returns its id, a presigned PUT URL bound to that "
-        "content (signed Content-Length, x-amz-checksum-sha256, If-None-Match: *) and the headers the PUT must carry",
+        "content (signed Content-Length, Content-Type, x-amz-checksum-sha256, If-None-Match: *) and the headers "
+        "the PUT must carry",
         "health_commission",
         201,
         SnapshotCreated,

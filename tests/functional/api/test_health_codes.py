@@ -225,9 +225,10 @@ def test_the_upload_url_is_signed_for_the_declared_length_and_checksum_and_a_fir
     snapshot = call(client, partner, "POST", "/v1/health-codes/snapshots", DECLARED).json_body
     url, headers = snapshot["upload_url"], snapshot["upload_headers"]
     # THEN the URL signs the length, the checksum and If-None-Match (botocore's own presign output) ...
-    assert signed_headers(url) == ["content-length", "host", "if-none-match", "x-amz-checksum-sha256"]
+    assert signed_headers(url) == ["content-length", "content-type", "host", "if-none-match", "x-amz-checksum-sha256"]
     # ... and the response names exactly those headers with the declared values (S3's checksum is base64)
     assert headers == {
+        "Content-Type": "application/x-ndjson",
         "Content-Length": str(len(SNAPSHOT)),
         "x-amz-checksum-sha256": base64.b64encode(hashlib.sha256(SNAPSHOT).digest()).decode(),
         "If-None-Match": "*",

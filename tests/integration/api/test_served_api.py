@@ -141,3 +141,48 @@ def test_the_documented_shell_recipe_signs_requests_the_api_accepts(served_api: 
         "status": "accepted",
         "error": None,
     }
+
+
+def test_the_documented_snapshot_recipe_uploads_a_file_the_import_accepts(served_api: ServedApi, tmp_path: Any) -> None:
+    import os
+    import shutil
+    import subprocess
+
+    import pytest
+
+    from anfang.contracts import private_key_to_pem
+    from anfang.health_codes.settings import ImportSettings
+    from anfang.health_codes.wiring import build_importer
+
+    if not all(shutil.which(tool) for tool in ("openssl", "curl", "jq")):
+        pytest.skip("needs openssl, curl and jq")
+    key = tmp_path / "commission.key.pem"
+    key.write_bytes(private_key_to_pem(served_api.partner.private_key))
+    snapshot = tmp_path / "snapshot.ndjson"
+    lines = [{"person_key": f"{n:064x}", "status": "yellow", "updated_at": "2026-11-29T08:00:00Z"} for n in (1, 2)]
+    snapshot.write_bytes(b"".join(json.dumps(line).encode() + b"\n" for line in lines))
+    env = {**os.environ, "API": served_api.url, "KEY": str(key), "KEYID": served_api.partner.info.key_id}
+    script = ROOT / "docs" / "examples" / "snapshot-upload.sh"
+    run = [str(script), str(snapshot)]
+
+    # GIVEN the documented steps, polling once (no import function runs beside this served API)
+    out = subprocess.run(run, env={**env, "POLL_SECS": "0"}, capture_output=True, timeout=60, check=False)
+
+    assert out.returncode == 0, out.stderr
+    text = out.stdout.decode().splitlines()
+    assert text[1] == "uploaded" and json.loads(text[-1])["status"] == "awaiting_upload", text
+    snapshot_id = json.loads(text[-1])["snapshot_id"]
+    # WHEN S3 notifies the import function, THEN the file is the declared one and is imported
+    importer = build_importer(ImportSettings.model_validate(served_api.stack.env()), session=served_api.session)
+    bucket = served_api.stack.names["snapshot_bucket"]
+    result = importer.import_object(bucket, f"snapshots/{snapshot_id}.ndjson")
+    assert result.outcome == "imported", result.error
+    status = subprocess.run(
+        [str(ROOT / "docs" / "examples" / "signed-request.sh"), "GET", f"/v1/health-codes/snapshots/{snapshot_id}"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    info = json.loads(status.stdout.decode().splitlines()[0])
+    assert info["status"] == "imported" and info["counts"]["imported"] == 2

@@ -6,10 +6,11 @@ Snapshots table: partition key ``snapshot_id`` (S); ``status``, ``created_at``, 
 (N), ``error``, ``errors`` (S, JSON of the first rejected lines: number, code, reason, never a value), TTL
 ``expires_at``.
 Snapshot files go to ``snapshots/<snapshot_id>.ndjson`` in the snapshot bucket through a presigned PUT
-that signs ``Content-Length``, ``x-amz-checksum-sha256`` and ``If-None-Match: *``: S3 stores only a
-body of the declared length and SHA-256, and only once. The ``healthcode_import``
-function reads them (:mod:`anfang.health_codes.importer`), calls :meth:`SnapshotStore.mark_importing` /
-:meth:`SnapshotStore.mark_done` / :meth:`SnapshotStore.mark_failed`. AWS calls: one ``PutItem`` and one
+that signs ``Content-Length``, ``x-amz-checksum-sha256`` and ``If-None-Match: *`` (and ``Content-Type:
+application/x-ndjson``): S3 stores only a body of the declared length and SHA-256, and only once. The
+``healthcode_import`` function reads them (:mod:`anfang.health_codes.importer`), calls
+:meth:`SnapshotStore.mark_importing` (which pins the object's ETag) / :meth:`SnapshotStore.mark_done` /
+:meth:`SnapshotStore.mark_failed`. AWS calls: one ``PutItem`` and one
 presign per snapshot created, one ``GetItem`` per status read, one ``UpdateItem`` per status change.
 
 >>> store = SnapshotStore(dynamodb_client, s3_client, table_name="anfang-330106-snapshots", bucket_name=bucket)
@@ -29,6 +30,7 @@ from pydantic import TypeAdapter
 
 from anfang.contracts.healthcodes import (
     MAX_REPORTED_ERRORS,
+    SNAPSHOT_CONTENT_TYPE,
     LineRejection,
     SnapshotCounts,
     SnapshotCreated,
@@ -43,7 +45,7 @@ _SNAPSHOT_ID_RE: Final = re.compile(r"[0-9a-f]{32}")
 _REJECTIONS: Final = TypeAdapter(list[LineRejection])
 _SNAPSHOT_RECORD_TTL_SECS: Final = 90 * 86_400
 #: What the presigned PUT must sign (lowercase, as in ``X-Amz-SignedHeaders``).
-_BOUND_HEADERS: Final = frozenset({"content-length", "x-amz-checksum-sha256", "if-none-match"})
+_BOUND_HEADERS: Final = frozenset({"content-length", "content-type", "x-amz-checksum-sha256", "if-none-match"})
 
 
 class UnboundUploadUrlError(RuntimeError):
@@ -61,6 +63,7 @@ class SnapshotPinnedError(Exception):
 def upload_headers(size_bytes: int, sha256_hex: str) -> dict[str, str]:
     """The headers a presigned snapshot PUT must carry: each of them is signed into the URL."""
     return {
+        "Content-Type": SNAPSHOT_CONTENT_TYPE,
         "Content-Length": str(size_bytes),
         "x-amz-checksum-sha256": base64.b64encode(bytes.fromhex(sha256_hex)).decode(),
         "If-None-Match": "*",
@@ -110,6 +113,7 @@ class SnapshotStore:
                 "Bucket": self.bucket_name,
                 "Key": key,
                 "ContentLength": size_bytes,
+                "ContentType": SNAPSHOT_CONTENT_TYPE,
                 "ChecksumSHA256": headers["x-amz-checksum-sha256"],
                 "IfNoneMatch": headers["If-None-Match"],
             },
