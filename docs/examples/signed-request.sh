@@ -4,7 +4,7 @@
 #   API=https://<api-id>.execute-api.<region>.amazonaws.com/v1-stage KEY=device.key.pem KEYID=<key id> \
 #       ./signed-request.sh POST /v1/events batch.json
 #
-# METHOD PATH [BODY_FILE]; without a body file the body is empty (GET, DELETE, snapshot creation).
+# METHOD PATH [BODY_FILE]; without a body file the body is empty (GET, DELETE).
 # KEY is the Ed25519 private key (PKCS#8 PEM); KEYID is the id the registry gave the key (its RFC 7638
 # thumbprint). PATH is the path you call, without the API Gateway stage prefix.
 set -euo pipefail

@@ -24,6 +24,7 @@ from anfang.contracts.healthcodes import (
     PurgeResponse,
     SnapshotCreated,
     SnapshotInfo,
+    SnapshotRequest,
 )
 from anfang.contracts.limits import MAX_BODY_BYTES, MAX_EVENTS_PER_BATCH, MAX_HEALTH_CODE_DELTAS
 from anfang.contracts.problems import PROBLEM_CONTENT_TYPE, ErrorCode, Problem
@@ -97,11 +98,14 @@ ROUTES: Final[tuple[Route, ...]] = (
         "POST",
         "/v1/health-codes/snapshots",
         "createHealthCodeSnapshot",
-        "Start a full snapshot: returns its id and a presigned PUT URL for the NDJSON file",
+        "Start a full snapshot of a declared size and SHA-256: returns its id, a presigned PUT URL bound to that "
+        "content (signed Content-Length, Content-Type, x-amz-checksum-sha256, If-None-Match: *) and the headers "
+        "the PUT must carry",
         "health_commission",
         201,
         SnapshotCreated,
-        errors=(*_AUTH, ErrorCode.PAYLOAD_INVALID, ErrorCode.NOT_FOUND),
+        SnapshotRequest,
+        errors=(*_AUTH, *_BODY, ErrorCode.NOT_FOUND),
     ),
     Route(
         "GET",

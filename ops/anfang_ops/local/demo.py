@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import hashlib
 import html
 import json
 import math
@@ -182,18 +183,18 @@ def _health_commission(stack: LocalStack, registry: DeviceRegistry, result: Demo
     signer = Signer(info.key_id, private)
     api = stack.info.api_url
     people = example_population()  # the residents the simulated devices see
-    created = _signed(signer, "POST", api, "/v1/health-codes/snapshots", None)
-    created.raise_for_status()
-    upload = created.json()
     statuses = ("green", "green", "green", "yellow", "red")
     as_of = dt.datetime.now(dt.UTC).isoformat()
     lines = [
         json.dumps({"id_number": p["id_number"], "status": statuses[n % len(statuses)], "updated_at": as_of})
         for n, p in enumerate(people)
     ]
-    put = requests.put(
-        upload["upload_url"], data="\n".join(lines).encode(), headers=upload.get("upload_headers", {}), timeout=30
-    )
+    file = "\n".join(lines).encode()
+    declared = {"size_bytes": len(file), "sha256": hashlib.sha256(file).hexdigest()}  # the URL is bound to them
+    created = _signed(signer, "POST", api, "/v1/health-codes/snapshots", declared)
+    created.raise_for_status()
+    upload = created.json()
+    put = requests.put(upload["upload_url"], data=file, headers=upload["upload_headers"], timeout=30)
     put.raise_for_status()
     deadline = time.monotonic() + 60
     status: dict[str, Any] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import gc
 import hashlib
@@ -18,8 +19,11 @@ from anfang.contracts.healthcodes import LineRejection
 from anfang.health_codes.keys import person_key
 from anfang.health_codes.snapshots import SnapshotStore
 from tests.api_stack import APP_DIR, PEPPER, Device, Stack, load_app, register_partner, signed
+from tests.s3_presign import s3_accepts, signed_headers
 
 ID_NUMBER = "11010519491231002X"
+SNAPSHOT = b'{"person_key": "' + b"ab" * 32 + b'", "status": "green", "updated_at": "2026-11-29T08:00:00Z"}\n'
+DECLARED = {"size_bytes": len(SNAPSHOT), "sha256": hashlib.sha256(SNAPSHOT).hexdigest()}
 
 
 def call(client: Client, who: Device, method: str, path: str, doc: Any = None) -> Any:
@@ -68,7 +72,7 @@ def test_given_deltas_then_valid_ones_are_stored_by_person_key_and_no_id_number_
 
 def test_a_device_key_may_not_touch_health_codes(client: Client, device: Device) -> None:
     problem(call(client, device, "DELETE", "/v1/health-codes"), 403, "forbidden_role")
-    problem(call(client, device, "POST", "/v1/health-codes/snapshots"), 403, "forbidden_role")
+    problem(call(client, device, "POST", "/v1/health-codes/snapshots", DECLARED), 403, "forbidden_role")
 
 
 def test_delta_request_errors(client: Client, partner: Device) -> None:
@@ -159,16 +163,18 @@ def _deltas_only_move_forward(client: Client, partner: Device, stack: Stack, aws
 
 
 def test_snapshot_lifecycle(client: Client, partner: Device, stack: Stack, aws: Any) -> None:
-    created = call(client, partner, "POST", "/v1/health-codes/snapshots")
+    created = call(client, partner, "POST", "/v1/health-codes/snapshots", DECLARED)
     assert created.status_code == 201, created.body
     snapshot = created.json_body
     assert snapshot["status"] == "awaiting_upload" and snapshot["upload_method"] == "PUT"
+    assert (snapshot["size_bytes"], snapshot["sha256"]) == (DECLARED["size_bytes"], DECLARED["sha256"])
     assert stack.names["snapshot_bucket"] in snapshot["upload_url"]
     path = f"/v1/health-codes/snapshots/{snapshot['snapshot_id']}"
 
     status = call(client, partner, "GET", path)
     assert status.json_body["status"] == "awaiting_upload"
     assert status.json_body["counts"] == {"received": 0, "imported": 0, "rejected": 0}
+    assert (status.json_body["size_bytes"], status.json_body["sha256"]) == (DECLARED["size_bytes"], DECLARED["sha256"])
 
     # WHEN the import function reports progress THEN the status route shows it
     store = SnapshotStore(
@@ -178,7 +184,7 @@ def test_snapshot_lifecycle(client: Client, partner: Device, stack: Stack, aws: 
         bucket_name=stack.names["snapshot_bucket"],
     )
     assert store.snapshot_id_of(SnapshotStore.object_key(snapshot["snapshot_id"])) == snapshot["snapshot_id"]
-    store.mark_importing(snapshot["snapshot_id"])
+    store.mark_importing(snapshot["snapshot_id"], etag='"e1"')
     rejected = LineRejection(line=2, code=ErrorCode.PAYLOAD_INVALID, detail="string_pattern_mismatch", field="x")
     store.mark_done(snapshot["snapshot_id"], received=3, imported=2, rejected=1, errors=[rejected])
     done = call(client, partner, "GET", path).json_body
@@ -188,7 +194,78 @@ def test_snapshot_lifecycle(client: Client, partner: Device, stack: Stack, aws: 
 
     problem(call(client, partner, "GET", "/v1/health-codes/snapshots/" + "0" * 32), 404, "not_found")
     problem(call(client, partner, "GET", "/v1/health-codes/snapshots/not-an-id"), 404, "not_found")
-    problem(call(client, partner, "POST", "/v1/health-codes/snapshots", {"x": 1}), 422, "payload_invalid")
+
+
+@pytest.mark.parametrize(
+    ("doc", "status", "code"),
+    [
+        pytest.param(None, 422, "payload_invalid", id="empty-body-of-the-old-contract"),
+        pytest.param({}, 422, "payload_invalid", id="empty-object"),
+        pytest.param({"x": 1}, 422, "payload_invalid", id="unknown-field"),
+        pytest.param({**DECLARED, "x": 1}, 422, "payload_invalid", id="extra-field"),
+        pytest.param({"size_bytes": 10}, 422, "payload_invalid", id="no-sha256"),
+        pytest.param({**DECLARED, "sha256": DECLARED["sha256"].upper()}, 422, "payload_invalid", id="upper-hex"),
+        pytest.param({**DECLARED, "sha256": DECLARED["sha256"][:-1]}, 422, "payload_invalid", id="short-hex"),
+        pytest.param({**DECLARED, "size_bytes": 0}, 422, "payload_invalid", id="zero-size"),
+        pytest.param({**DECLARED, "size_bytes": "120"}, 422, "payload_invalid", id="size-as-string"),
+        pytest.param({**DECLARED, "size_bytes": True}, 422, "payload_invalid", id="size-as-bool"),
+        pytest.param({**DECLARED, "size_bytes": 2**30 + 1}, 413, "payload_too_large", id="over-1-GiB"),
+        pytest.param([DECLARED], 422, "payload_invalid", id="a-list"),
+    ],
+)
+def test_a_snapshot_must_declare_its_size_and_sha256(
+    client: Client, partner: Device, stack: Stack, aws: Any, doc: Any, status: int, code: str
+) -> None:
+    problem(call(client, partner, "POST", "/v1/health-codes/snapshots", doc), status, code)
+    # ... and no snapshot record was made
+    assert aws.client("dynamodb").scan(TableName=stack.names["snapshots"])["Items"] == []
+
+
+def test_the_upload_url_is_signed_for_the_declared_length_and_checksum_and_a_first_write_only(
+    client: Client, partner: Device, stack: Stack, aws: Any
+) -> None:
+    # GIVEN a snapshot created for SNAPSHOT's size and SHA-256
+    snapshot = call(client, partner, "POST", "/v1/health-codes/snapshots", DECLARED).json_body
+    url, headers = snapshot["upload_url"], snapshot["upload_headers"]
+    # THEN the URL signs the length, the checksum and If-None-Match (botocore's own presign output) ...
+    assert signed_headers(url) == ["content-length", "content-type", "host", "if-none-match", "x-amz-checksum-sha256"]
+    # ... and the response names exactly those headers with the declared values (S3's checksum is base64)
+    assert headers == {
+        "Content-Type": "application/x-ndjson",
+        "Content-Length": str(len(SNAPSHOT)),
+        "x-amz-checksum-sha256": base64.b64encode(hashlib.sha256(SNAPSHOT).digest()).decode(),
+        "If-None-Match": "*",
+    }
+    assert DECLARED["sha256"] not in url and headers["x-amz-checksum-sha256"] not in url  # not a query value
+    credentials = aws.get_credentials()
+    assert s3_accepts(url, headers, credentials)
+    # WHEN someone holding the URL sends another file: another checksum, another length, or no If-None-Match
+    other = b'{"person_key": "' + b"cd" * 32 + b'", "status": "green", "updated_at": "2026-11-29T08:00:00Z"}\n'
+    forged = {**headers, "x-amz-checksum-sha256": base64.b64encode(hashlib.sha256(other).digest()).decode()}
+    # THEN S3 refuses it: the signature covers the declared values only
+    assert not s3_accepts(url, forged, credentials)
+    assert not s3_accepts(url, {**headers, "Content-Length": str(len(SNAPSHOT) + 1)}, credentials)
+    assert not s3_accepts(url, {k: v for k, v in headers.items() if k != "If-None-Match"}, credentials)
+    assert not s3_accepts(url, {k: v for k, v in headers.items() if k != "x-amz-checksum-sha256"}, credentials)
+    # ... and the size and digest are kept on the snapshot record for the importer
+    item = aws.client("dynamodb").get_item(
+        TableName=stack.names["snapshots"], Key={"snapshot_id": {"S": snapshot["snapshot_id"]}}
+    )["Item"]
+    assert (item["size_bytes"]["N"], item["sha256"]["S"]) == (str(len(SNAPSHOT)), DECLARED["sha256"])
+
+
+def test_a_second_upload_through_the_url_is_refused(client: Client, partner: Device, stack: Stack, aws: Any) -> None:
+    import requests  # the URL is sent as a client would: moto's in-process mock intercepts it
+
+    snapshot = call(client, partner, "POST", "/v1/health-codes/snapshots", DECLARED).json_body
+    first = requests.put(snapshot["upload_url"], data=SNAPSHOT, headers=snapshot["upload_headers"], timeout=10)
+    assert first.status_code == 200, first.text
+    # WHEN the URL is used again (within its 900 s), even with the same declared headers
+    again = requests.put(snapshot["upload_url"], data=SNAPSHOT, headers=snapshot["upload_headers"], timeout=10)
+    # THEN S3 refuses it (If-None-Match: *) and the first file stays
+    assert again.status_code == 412, again.text
+    key = SnapshotStore.object_key(snapshot["snapshot_id"])
+    assert aws.client("s3").get_object(Bucket=stack.names["snapshot_bucket"], Key=key)["Body"].read() == SNAPSHOT
 
 
 def test_purge_deletes_every_record_and_snapshot_file(client: Client, partner: Device, stack: Stack, aws: Any) -> None:
@@ -227,3 +304,19 @@ def test_bad_environment_fails_the_cold_start(stack: Stack, monkeypatch: pytest.
     monkeypatch.delenv("PROCESS_QUEUE_URL")
     with pytest.raises(SettingsError, match="PROCESS_QUEUE_URL, TOWN_CODE"):
         load_app("anfang_api_app_bad_env")
+
+
+def test_a_client_that_would_presign_without_the_binding_gets_no_url(stack: Stack, aws: Any) -> None:
+    from botocore.config import Config
+
+    from anfang.health_codes.snapshots import UnboundUploadUrlError
+
+    # GIVEN an S3 client that presigns with SigV2 (botocore's default for S3 in us-east-1 signs no header)
+    sigv2 = aws.client("s3", config=Config(signature_version="s3"))
+    store = SnapshotStore(
+        aws.client("dynamodb"), sigv2, table_name=stack.names["snapshots"], bucket_name=stack.names["snapshot_bucket"]
+    )
+    # THEN the store refuses to hand out that URL, and records no snapshot
+    with pytest.raises(UnboundUploadUrlError):
+        store.create(key_id="k", size_bytes=len(SNAPSHOT), sha256=str(DECLARED["sha256"]))
+    assert aws.client("dynamodb").scan(TableName=stack.names["snapshots"])["Items"] == []

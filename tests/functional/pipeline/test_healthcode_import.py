@@ -8,6 +8,7 @@ function's ``handle`` with the importer its cold start builds.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import re
@@ -53,13 +54,20 @@ class HealthCodes:
     def bucket(self) -> str:
         return self.stack.env["HEALTH_CODE_SNAPSHOT_BUCKET_NAME"]
 
-    def upload(self, body: bytes, *, store: SnapshotStore | None = None) -> str:
-        """A snapshot created through the store (as the API does) and its file PUT to S3."""
-        created = (store or self.snapshots).create(key_id="commission-key")
-        self.stack.client("s3").put_object(
-            Bucket=self.bucket, Key=SnapshotStore.object_key(created.snapshot_id), Body=body
+    def upload(self, body: bytes, *, store: SnapshotStore | None = None, declared: bytes | None = None) -> str:
+        """A snapshot created through the store (as the API does) for ``declared`` (default: ``body``), and
+        ``body`` PUT to S3 (moto checks no checksum: a body other than the declared one is stored as sent)."""
+        meant = body if declared is None else declared
+        created = (store or self.snapshots).create(
+            key_id="commission-key", size_bytes=len(meant), sha256=hashlib.sha256(meant).hexdigest()
         )
+        self.put(created.snapshot_id, body)
         return created.snapshot_id
+
+    def put(self, snapshot_id: str, body: bytes) -> str:
+        """Store ``body`` as the snapshot's file, as whoever holds the bucket's write access; its ETag."""
+        key = SnapshotStore.object_key(snapshot_id)
+        return str(self.stack.client("s3").put_object(Bucket=self.bucket, Key=key, Body=body)["ETag"])
 
     def run(self, snapshot_id: str, importer: SnapshotImporter | None = None) -> dict[str, Any]:
         """Deliver the S3 ObjectCreated event of a snapshot's file to the function."""
@@ -271,7 +279,13 @@ def test_an_s3_redelivery_does_not_count_twice(hc: HealthCodes) -> None:
     info = hc.snapshots.get(snapshot_id)
     assert info is not None and (info.counts.received, info.counts.imported, info.counts.rejected) == (30, 28, 2)
     # ... and an import that crashed half way (still "importing") runs again and *sets* the counts
-    hc.snapshots.mark_importing(snapshot_id)
+    hc.stack.client("dynamodb").update_item(  # as a crash after mark_importing leaves it: same object pinned
+        TableName=hc.stack.env["HEALTH_CODE_SNAPSHOTS_TABLE_NAME"],
+        Key={"snapshot_id": {"S": snapshot_id}},
+        UpdateExpression="SET #s = :s",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={":s": {"S": "importing"}},
+    )
     rerun = hc.run(snapshot_id)["snapshots"][0]
     assert (rerun["outcome"], rerun["received"], rerun["imported"]) == ("imported", 30, 28)
     info = hc.snapshots.get(snapshot_id)
@@ -551,3 +565,108 @@ def test_a_person_listed_twice_keeps_the_newer_line_wherever_it_is_in_the_file(h
     # THEN the newer line counts, not the later one; a tie goes to the more severe status
     codes = hc.current().batch_get([pk(person), pk(tied)])
     assert codes[pk(person)].status == "red" and codes[pk(tied)].status == "red"
+
+
+# ------------------------------------------------------------------------- the upload bound to its content
+
+
+@pytest.mark.parametrize(
+    ("uploaded", "error"),
+    [
+        # the attacker's file: same length, P red instead of green
+        pytest.param(b'"status":"red"  ', "snapshot_digest_mismatch", id="same-size-other-bytes"),
+        pytest.param(b'"status":"red"', "snapshot_size_mismatch", id="shorter"),
+        pytest.param(b'"status":"red", "x": "padding"', "snapshot_size_mismatch", id="longer"),
+        pytest.param(None, "snapshot_size_mismatch", id="empty"),
+    ],
+)
+def test_a_file_other_than_the_declared_one_fails_and_nothing_of_it_counts(
+    hc: HealthCodes, uploaded: bytes | None, error: str
+) -> None:
+    first, p, q = _authoritative(hc)
+    # GIVEN a newer snapshot declared for a file that says P is green
+    declared = ndjson([(p, "green", at(1))])
+    assert b'"status":"green"' in declared
+    # WHEN another file lands under its key (moto, like anyone bypassing S3's checksum check, stores it)
+    evil = b"" if uploaded is None else declared.replace(b'"status":"green"', uploaded)
+    second = hc.upload(evil, declared=declared)
+    out = hc.run(second)["snapshots"][0]
+    # THEN the snapshot failed with a stable code ...
+    assert out["outcome"] == "failed" and out["error"].startswith(error), out
+    info = hc.snapshots.get(second)
+    assert info is not None and info.status == "failed" and info.error is not None and info.error.startswith(error)
+    # ... the first snapshot stays in force, and nothing of the uploaded file counts
+    assert hc.table.current_snapshot().snapshot_id == first  # type: ignore[union-attr]
+    codes = hc.current().batch_get([pk(p), pk(q)])
+    assert {k: c.status for k, c in codes.items()} == {pk(p): "green", pk(q): "yellow"}
+    # ... and an S3 redelivery of the same object does not get another try
+    again = hc.run(second)["snapshots"][0]
+    assert again["outcome"] == "skipped" and again["error"].startswith("snapshot_replaced")
+    info = hc.snapshots.get(second)
+    assert info is not None and info.status == "failed" and info.error is not None and info.error.startswith(error)
+
+
+def test_a_second_object_for_a_snapshot_is_refused(hc: HealthCodes) -> None:
+    p = resident_id(1)
+    body = ndjson([(p, "green", at(1))])
+    # GIVEN an imported snapshot
+    imported = hc.upload(body)
+    assert hc.run(imported)["snapshots"][0]["outcome"] == "imported"
+    # WHEN its file is replaced (S3 refuses that through the URL: If-None-Match; here the bucket's owner does
+    # it) by the declared bytes' evil twin, and S3 reports the new object
+    hc.put(imported, ndjson([(p, "red", at(1))]))
+    again = hc.run(imported)["snapshots"][0]
+    # THEN it is not imported again: P stays green
+    assert again["outcome"] == "skipped"
+    assert {k: c.status for k, c in hc.current().batch_get([pk(p)]).items()} == {pk(p): "green"}
+
+    # GIVEN a snapshot whose import was interrupted after it read (and pinned) its object
+    body = ndjson([(p, "yellow", at(0.5))])
+    interrupted = hc.upload(body)
+    etag = hc.stack.client("s3").head_object(Bucket=hc.bucket, Key=SnapshotStore.object_key(interrupted))["ETag"]
+    hc.snapshots.mark_importing(interrupted, etag=etag)
+    hc.snapshots.mark_failed(interrupted, error="retry_later: ThrottlingException")
+    # WHEN another object lands under its key before Lambda's retry
+    hc.put(interrupted, ndjson([(p, "red", at(0.5))]))
+    retry = hc.run(interrupted)["snapshots"][0]
+    # THEN the retry refuses it and leaves the record as the first object left it
+    assert retry["outcome"] == "skipped" and retry["error"].startswith("snapshot_replaced"), retry
+    info = hc.snapshots.get(interrupted)
+    assert info is not None and info.status == "failed" and info.error == "retry_later: ThrottlingException"
+    assert {k: c.status for k, c in hc.current().batch_get([pk(p)]).items()} == {pk(p): "green"}
+    # ... while the first object, put back, is imported by the retry
+    hc.put(interrupted, body)
+    assert hc.run(interrupted)["snapshots"][0]["outcome"] == "imported"
+    assert {k: c.status for k, c in hc.current().batch_get([pk(p)]).items()} == {pk(p): "yellow"}
+
+
+def test_a_retried_import_of_the_same_object_still_completes(hc: HealthCodes) -> None:
+    # The pin does not get in the way of Lambda's retry of the same object (test_an_aws_error_... does the
+    # rest); here the retry follows a failure before the object was even read.
+    p = resident_id(1)
+    snapshot_id = hc.upload(ndjson([(p, "yellow", at(1))]))
+    hc.snapshots.mark_failed(snapshot_id, error="retry_later: ThrottlingException")
+    out = hc.run(snapshot_id)["snapshots"][0]
+    assert out["outcome"] == "imported", out
+    assert {k: c.status for k, c in hc.current().batch_get([pk(p)]).items()} == {pk(p): "yellow"}
+
+
+def test_a_snapshot_created_before_the_binding_is_not_imported(hc: HealthCodes) -> None:
+    # GIVEN a snapshot record of the old contract: no declared size or digest
+    snapshot_id = "f" * 32
+    now = dt.datetime.now(dt.UTC).isoformat()
+    hc.stack.client("dynamodb").put_item(
+        TableName=hc.stack.env["HEALTH_CODE_SNAPSHOTS_TABLE_NAME"],
+        Item={
+            "snapshot_id": {"S": snapshot_id},
+            "status": {"S": "awaiting_upload"},
+            "created_at": {"S": now},
+            "updated_at": {"S": now},
+            "object_key": {"S": SnapshotStore.object_key(snapshot_id)},
+            "key_id": {"S": "commission-key"},
+        },
+    )
+    hc.put(snapshot_id, ndjson([(resident_id(1), "red", at(1))]))
+    out = hc.run(snapshot_id)["snapshots"][0]
+    assert out["outcome"] == "failed" and out["error"].startswith("snapshot_unbound")
+    assert hc.table.current_snapshot() is None

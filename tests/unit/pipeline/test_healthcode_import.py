@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from anfang.contracts.types import HealthCodeStatus
 from anfang.health_codes.authority import CurrentHealthCodes
-from anfang.health_codes.importer import SnapshotImportError, _lines, s3_objects
+from anfang.health_codes.importer import SnapshotImportError, _Digest, _lines, s3_objects
 from anfang.health_codes.table import (
     CURRENT_SNAPSHOT_KEY,
     CurrentSnapshot,
@@ -36,7 +37,7 @@ def test_s3_keys_are_url_decoded() -> None:
 
 @pytest.mark.parametrize("size", [1, 3, 7, 1000])
 def test_lines_split_across_chunks_with_or_without_a_final_newline(size: int) -> None:
-    assert list(_lines(Body(b'{"a":1}\r\n\n{"b":2}\n{"c":3}', size), 100)) == [
+    assert list(_lines(Body(b'{"a":1}\r\n\n{"b":2}\n{"c":3}', size).iter_chunks(size), 100)) == [
         b'{"a":1}\r',
         b"",
         b'{"b":2}',
@@ -47,8 +48,25 @@ def test_lines_split_across_chunks_with_or_without_a_final_newline(size: int) ->
 @pytest.mark.parametrize("size", [1, 64, 10_000])
 def test_a_line_longer_than_the_bound_is_a_corrupt_file_with_its_line_number(size: int) -> None:
     with pytest.raises(SnapshotImportError, match="line 3 is longer than 16 bytes") as info:
-        list(_lines(Body(b"{}\n{}\n" + b"x" * 40 + b"\n{}\n", size), 16))
+        list(_lines(Body(b"{}\n{}\n" + b"x" * 40 + b"\n{}\n", size).iter_chunks(size), 16))
     assert info.value.code == "snapshot_corrupt"
+
+
+@pytest.mark.parametrize("size", [1, 5, 1000])
+def test_the_digest_is_of_every_byte_read_and_never_more_than_declared_is_read(size: int) -> None:
+    data = b'{"a":1}\n{"b":2}\n'
+    digest = _Digest(Body(data, size), len(data))
+    assert b"".join(digest.chunks()) == data
+    assert (digest.size, digest.sha256.hexdigest()) == (len(data), hashlib.sha256(data).hexdigest())
+    # a body longer than declared (whatever its Content-Length said) stops being read at the first extra chunk
+    closed: list[bool] = []
+    body = Body(data + b"x" * 5000, size)
+    body.close = lambda: closed.append(True)  # type: ignore[attr-defined]
+    longer = _Digest(body, len(data))
+    with pytest.raises(SnapshotImportError) as info:
+        list(longer.chunks())
+    assert info.value.code == "snapshot_size_mismatch" and closed == [True]
+    assert longer.size <= len(data) + size
 
 
 class FakeTable:

@@ -36,8 +36,9 @@ from anfang.contracts.healthcodes import (
     HealthCodeDelta,
     HealthCodeDeltaResponse,
     PurgeResponse,
+    SnapshotRequest,
 )
-from anfang.contracts.limits import MAX_HEALTH_CODE_DELTAS
+from anfang.contracts.limits import MAX_HEALTH_CODE_DELTAS, MAX_SNAPSHOT_BYTES
 from anfang.contracts.problems import ContractError, ErrorCode
 from anfang.contracts.signing import Verifier
 from anfang.health_codes.keys import person_key
@@ -47,6 +48,8 @@ from anfang.health_codes.table import HealthCodeRecord, HealthCodeTable
 __all__ = ["HealthCodeApi"]
 
 _log = logging.getLogger(__name__)
+
+_SNAPSHOT_BODY = 'body must be {"size_bytes": <the file\'s length>, "sha256": "<its SHA-256, 64 lowercase hex>"}'
 
 
 class HealthCodeApi:
@@ -88,13 +91,19 @@ class HealthCodeApi:
         return self._guard(run)
 
     def create_snapshot(self, path: str, headers: Mapping[str, str], body: bytes) -> HttpResponse:
-        """``POST /v1/health-codes/snapshots``: a snapshot id and a presigned PUT URL (201)."""
+        """``POST /v1/health-codes/snapshots`` with the file's ``size_bytes`` and ``sha256``: a snapshot id and a
+        presigned PUT URL bound to them (201)."""
 
         def run() -> HttpResponse:
             verified = authenticate(self._verifier, "POST", path, headers, body, role="health_commission")
-            if body.strip() not in (b"", b"{}"):
-                raise RequestError("body must be empty or {}", code=ErrorCode.PAYLOAD_INVALID)
-            return json_response(201, self._snapshots.create(key_id=verified.key.key_id))
+            require_json_content_type(headers)
+            if not body.strip():  # the body of the old contract (before issue 15): say what is needed now
+                raise RequestError(_SNAPSHOT_BODY, code=ErrorCode.PAYLOAD_INVALID)
+            request = self._read_snapshot_request(parse_json(body))
+            created = self._snapshots.create(
+                key_id=verified.key.key_id, size_bytes=request.size_bytes, sha256=request.sha256
+            )
+            return json_response(201, created)
 
         return self._guard(run)
 
@@ -121,6 +130,16 @@ class HealthCodeApi:
             return json_response(200, PurgeResponse(deleted=deleted, snapshots_deleted=files))
 
         return self._guard(run)
+
+    @staticmethod
+    def _read_snapshot_request(doc: Any) -> SnapshotRequest:
+        if isinstance(doc, dict) and isinstance(doc.get("size_bytes"), int) and doc["size_bytes"] > MAX_SNAPSHOT_BYTES:
+            raise RequestError(f"size_bytes is more than {MAX_SNAPSHOT_BYTES}", code=ErrorCode.PAYLOAD_TOO_LARGE)
+        try:
+            return SnapshotRequest.model_validate(doc, strict=True)
+        except ValidationError as exc:
+            error = event_error(exc)  # path and message only
+            raise RequestError(f"{_SNAPSHOT_BODY}: {error.detail}", code=ErrorCode.PAYLOAD_INVALID) from None
 
     def _read_deltas(self, doc: Any, *, source: str) -> tuple[list[HealthCodeRecord], int, list[DeltaRejection]]:
         if not isinstance(doc, dict) or set(doc) != {"deltas"} or not isinstance(doc["deltas"], list):

@@ -99,7 +99,8 @@ def build_api(settings: ApiSettings, *, session: Any = None, metrics: Any = None
             table=HealthCodeTable(dynamodb, table_name, ttl_days=settings.health_code_ttl_days, executor=executor),
             snapshots=SnapshotStore(
                 dynamodb,
-                s3,
+                # SigV4 query signing: botocore's default for S3 in us-east-1 is still SigV2, which signs no header
+                session.client("s3", config=config.merge(Config(signature_version="s3v4"))),
                 table_name=snapshots_table,
                 bucket_name=bucket,
                 url_expires_secs=settings.snapshot_url_expires_secs,

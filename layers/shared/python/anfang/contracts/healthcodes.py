@@ -2,7 +2,8 @@
 
 Deltas carry either the raw resident ID number (turned into a ``person_key`` by the API at once and never
 stored or logged) or a ``person_key`` the commission computed itself with the town pepper. A snapshot file
-is NDJSON with one :class:`HealthCodeDelta` per line, uploaded to a presigned URL.
+is NDJSON with one :class:`HealthCodeDelta` per line, uploaded to a presigned URL that is bound to the
+file's declared size and SHA-256 (:class:`SnapshotRequest`, since issue 15).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Annotated, Final, Literal, Self
 from pydantic import AwareDatetime, Field, StringConstraints, model_validator
 
 from .events import WireModel
-from .limits import MAX_HEALTH_CODE_DELTAS
+from .limits import MAX_HEALTH_CODE_DELTAS, MAX_SNAPSHOT_BYTES
 from .problems import ErrorCode
 from .types import HealthCodeStatus, Label, ResidentId, Timestamp
 
@@ -29,6 +30,7 @@ __all__ = [
     "SnapshotCounts",
     "SnapshotCreated",
     "SnapshotInfo",
+    "SnapshotRequest",
     "SnapshotStatus",
 ]
 
@@ -39,6 +41,7 @@ SNAPSHOT_CONTENT_TYPE: Final = "application/x-ndjson"
 PersonKey = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 SnapshotStatus = Literal["awaiting_upload", "importing", "imported", "failed"]
 SnapshotId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
 class HealthCodeDelta(WireModel):
@@ -83,14 +86,29 @@ class HealthCodeDeltaResponse(WireModel):
     errors: list[DeltaRejection] = Field(default_factory=list, max_length=MAX_REPORTED_ERRORS)
 
 
+class SnapshotRequest(WireModel):
+    """The body of ``POST /v1/health-codes/snapshots``: the exact file the commission will upload."""
+
+    size_bytes: int = Field(ge=1, le=MAX_SNAPSHOT_BYTES, description="the file's exact length in bytes")
+    sha256: Sha256Hex = Field(description="SHA-256 of the file's exact bytes, lowercase hex")
+
+
 class SnapshotCreated(WireModel):
-    """Where to upload a full snapshot (NDJSON of :class:`HealthCodeDelta`), with HTTP PUT before it expires."""
+    """Where to upload a full snapshot (NDJSON of :class:`HealthCodeDelta`), with HTTP PUT before it expires.
+
+    The URL is signed for the declared size and SHA-256: the PUT must carry ``upload_headers`` exactly, and
+    only once (``If-None-Match: *``).
+    """
 
     snapshot_id: SnapshotId
     status: SnapshotStatus
+    size_bytes: int = Field(ge=1, le=MAX_SNAPSHOT_BYTES, description="as declared")
+    sha256: Sha256Hex = Field(description="as declared")
     upload_url: str = Field(min_length=1, max_length=8192)
     upload_method: Literal["PUT"] = "PUT"
-    upload_headers: dict[str, str] = Field(default_factory=dict, description="headers the PUT must carry")
+    upload_headers: dict[str, str] = Field(
+        default_factory=dict, description="headers the PUT must carry, exactly: they are signed"
+    )
     expires_at: AwareDatetime
 
 
@@ -117,6 +135,8 @@ class SnapshotInfo(WireModel):
     created_at: AwareDatetime
     updated_at: AwareDatetime
     counts: SnapshotCounts
+    size_bytes: int | None = Field(default=None, description="declared at creation (absent on older snapshots)")
+    sha256: Sha256Hex | None = Field(default=None, description="declared at creation (absent on older snapshots)")
     error: Label | None = None
     errors: list[LineRejection] = Field(
         default_factory=list,

@@ -20,6 +20,8 @@ MAX_IMAGE_SIDE_PIXELS: Final = 8192
 MAX_JSON_DEPTH: Final = 16
 #: Health-code delta records per request.
 MAX_HEALTH_CODE_DELTAS: Final = 10_000
+#: Largest health-code snapshot file a commission may declare (1 GiB): the import function's default cap.
+MAX_SNAPSHOT_BYTES: Final = 1024 * 1024 * 1024
 #: Length of free-text fields (door, zone, purpose, detail, ...).
 MAX_TEXT_CHARS: Final = 256
 #: Length of short labels (names, units, references).

@@ -9,8 +9,16 @@ is authoritative now is never overwritten; a person listed twice keeps the newer
 the more severe status), wherever the lines are in the file; when every line is in, the snapshot becomes the current one
 (see the authority rule in :mod:`anfang.health_codes.table`).
 
-- Idempotent: an S3 redelivery of an imported snapshot is skipped; a re-run of an unfinished one rewrites
-  the same items and *sets* the counts, so nothing is counted twice.
+- Bound to its content: the file must be exactly the ``size_bytes`` and ``sha256`` the commission declared
+  when it created the snapshot. The importer hashes what it streams (it never trusts a checksum S3 stored)
+  and compares both *before* the snapshot becomes the current one; a mismatch fails the snapshot with
+  ``snapshot_size_mismatch`` / ``snapshot_digest_mismatch`` and nothing of it counts (its lines are keyed by
+  the snapshot id and only the current snapshot's lines count).
+- One object per snapshot: the first import pins the object's ETag on the snapshot record
+  (:meth:`SnapshotStore.mark_importing`); an event for another object under the same key, or for a snapshot
+  already imported or failed for good, is refused (``snapshot_replaced``) and leaves the record as it was.
+- Idempotent: an S3 redelivery of an imported snapshot is skipped; a re-run of an unfinished one (same
+  object) rewrites the same items and *sets* the counts, so nothing is counted twice.
 - A file that is too large, is not NDJSON (a line longer than any record can be) or has no valid line
   fails the snapshot with a clear error (``SnapshotStore.mark_failed``); the previous snapshot stays
   authoritative. So does a snapshot created before the current one (it would roll codes back).
@@ -24,6 +32,7 @@ the more severe status), wherever the lines are in the file; when every line is 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -35,9 +44,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
 from anfang.contracts.healthcodes import MAX_REPORTED_ERRORS, HealthCodeDelta, LineRejection
+from anfang.contracts.limits import MAX_SNAPSHOT_BYTES
 from anfang.contracts.problems import ErrorCode
 from anfang.health_codes.keys import person_key
-from anfang.health_codes.snapshots import SnapshotStore
+from anfang.health_codes.snapshots import SnapshotPinnedError, SnapshotStore
 from anfang.health_codes.table import CurrentSnapshot, HealthCodeRecord, HealthCodeTable, snapshot_record_key
 
 __all__ = [
@@ -52,7 +62,7 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_MAX_SNAPSHOT_BYTES: Final = 1024 * 1024 * 1024
+DEFAULT_MAX_SNAPSHOT_BYTES: Final = MAX_SNAPSHOT_BYTES
 #: A valid line is under 200 bytes; a line this long means the file is not the NDJSON we expect.
 DEFAULT_MAX_LINE_BYTES: Final = 4096
 _CHUNK_BYTES: Final = 256 * 1024
@@ -92,14 +102,33 @@ def s3_objects(event: Mapping[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def _lines(body: Any, max_line_bytes: int) -> Iterator[bytes]:
+class _Digest:
+    """SHA-256 and length of a streaming body, taken as it is read; never more than ``max_bytes`` are read."""
+
+    def __init__(self, body: Any, max_bytes: int) -> None:
+        self._body = body
+        self._max = max_bytes
+        self.size = 0
+        self.sha256 = hashlib.sha256()
+
+    def chunks(self) -> Iterator[bytes]:
+        for chunk in self._body.iter_chunks(_CHUNK_BYTES):
+            self.size += len(chunk)
+            if self.size > self._max:  # longer than declared: stop reading, whatever S3 said its length was
+                self._body.close()
+                raise SnapshotImportError("snapshot_size_mismatch", f"more than the declared {self._max} bytes")
+            self.sha256.update(chunk)
+            yield chunk
+
+
+def _lines(chunks: Iterator[bytes], max_line_bytes: int) -> Iterator[bytes]:
     """The lines of a streaming body, like ``StreamingBody.iter_lines`` but with a bound on a line's length.
 
     ``iter_lines`` buffers until it sees a newline, so a file without newlines would be read into memory.
     """
     pending = b""
     line_number = 0
-    for chunk in body.iter_chunks(_CHUNK_BYTES):
+    for chunk in chunks:
         pending += chunk
         *complete, pending = pending.split(b"\n")
         for line in complete:
@@ -163,15 +192,20 @@ class SnapshotImporter:
             return ImportResult(snapshot_id, "skipped", counts.received, counts.imported, counts.rejected)
         snapshot = CurrentSnapshot(snapshot_id, info.created_at)
         try:
+            if info.size_bytes is None or info.sha256 is None:
+                raise SnapshotImportError("snapshot_unbound", "created without a declared size and sha256")
             current = self._table.current_snapshot()
             if current is not None and current.snapshot_id != snapshot_id and current.as_of >= snapshot.as_of:
                 raise SnapshotImportError("snapshot_superseded", "a newer snapshot is authoritative")
-            self._snapshots.mark_importing(snapshot_id)
-            result = self._import(bucket, key, snapshot_id)
+            result = self._import(bucket, key, snapshot_id, size_bytes=info.size_bytes, sha256=info.sha256)
             if result.imported == 0:
                 raise SnapshotImportError("snapshot_empty", "no valid line")
             if not self._table.set_current_snapshot(snapshot):
                 raise SnapshotImportError("snapshot_superseded", "a newer snapshot is authoritative")
+        except SnapshotPinnedError as exc:
+            # a second object for this snapshot id: the record stays what the first object made it
+            _log.error("snapshot object refused", extra={"snapshot_id": snapshot_id, "code": exc.code})
+            return ImportResult(snapshot_id, "skipped", error=f"{exc.code}: {exc}")
         except SnapshotImportError as exc:
             _log.error("snapshot failed", extra={"snapshot_id": snapshot_id, "code": exc.code, "error": str(exc)})
             self._snapshots.mark_failed(snapshot_id, error=f"{exc.code}: {exc}")
@@ -200,16 +234,26 @@ class SnapshotImporter:
         )
         return result
 
-    def _import(self, bucket: str, key: str, snapshot_id: str) -> ImportResult:
+    def _import(self, bucket: str, key: str, snapshot_id: str, *, size_bytes: int, sha256: str) -> ImportResult:
+        """Stream, validate and write the lines of one object; its size and SHA-256 must be those declared."""
         obj = self._s3.get_object(Bucket=bucket, Key=key)
+        try:
+            self._snapshots.mark_importing(snapshot_id, etag=str(obj["ETag"]))  # pins this object, or refuses it
+        except SnapshotPinnedError:
+            obj["Body"].close()
+            raise
         size = int(obj.get("ContentLength", 0))
         if size > self._max_bytes:
             obj["Body"].close()
             raise SnapshotImportError("snapshot_too_large", f"{size} bytes, more than {self._max_bytes}")
+        if size != size_bytes:
+            obj["Body"].close()
+            raise SnapshotImportError("snapshot_size_mismatch", f"{size} bytes, declared {size_bytes}")
+        digest = _Digest(obj["Body"], size_bytes)
         result = ImportResult(snapshot_id, "imported")
         source = f"snapshot:{snapshot_id}"
         pending: list[HealthCodeRecord] = []
-        for line_number, raw in enumerate(_lines(obj["Body"], self._max_line), start=1):
+        for line_number, raw in enumerate(_lines(digest.chunks(), self._max_line), start=1):
             if not raw.strip():
                 continue  # blank lines (a trailing newline, CRLF files) are not records
             result.received += 1
@@ -242,4 +286,9 @@ class SnapshotImporter:
                 pending = []
         if pending:
             self._table.put_single_writer(pending)
+        # Lines written so far are keyed by this snapshot and count only once it is current: check first.
+        if digest.size != size_bytes:
+            raise SnapshotImportError("snapshot_size_mismatch", f"{digest.size} bytes read, declared {size_bytes}")
+        if digest.sha256.hexdigest() != sha256:
+            raise SnapshotImportError("snapshot_digest_mismatch", "the file's SHA-256 is not the declared one")
         return result
