@@ -8,8 +8,9 @@ destination: the Merkle root of its records' leaves, the policy version, the tim
 the entry's hash (SHA-256 of its canonical statement) becomes the next entry's ``prev`` and is signed (ECDSA
 P-256, SHA-256) by the process container's short-lived signing key, whose certificate (``signer``: its public
 key and validity, signed by the stack's asymmetric KMS key) the entry carries. One KMS ``Sign`` per container
-and hour instead of one per entry keeps the process stage within its AWS call budget. Each record carries ``release`` = its entry id, its leaf index and the
-audit path to the root, so it can be checked alone against one entry.
+and hour instead of one per entry keeps the process stage within its AWS call budget. Each record carries
+``release`` = its entry id, its leaf index and the audit path to the root, so it can be checked alone against
+one entry.
 
 >>> leaves = [leaf_hash(canonical_record({"event_id": str(i)})) for i in range(3)]
 >>> root = merkle_root(leaves)
