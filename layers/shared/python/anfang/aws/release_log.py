@@ -187,6 +187,11 @@ class ReleaseLog:
 
     def entries(self, destination: str, *, after_seq: int = 0) -> Iterator[ReleaseEntry]:
         """The entries of ``destination`` in order, from ``after_seq + 1``."""
+        for text in self.entry_texts(destination, after_seq=after_seq):
+            yield ReleaseEntry.model_validate_json(text)
+
+    def entry_texts(self, destination: str, *, after_seq: int = 0) -> Iterator[str]:
+        """The stored JSON of the entries of ``destination`` in order (an auditor parses them itself)."""
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "KeyConditionExpression": "destination = :d AND seq > :s",
@@ -196,7 +201,7 @@ class ReleaseLog:
         try:
             while True:
                 page = self._dynamodb.query(**kwargs)
-                yield from (_from_item(item) for item in page.get("Items", []))
+                yield from (str(item["entry"]["S"]) for item in page.get("Items", []))
                 if "LastEvaluatedKey" not in page:
                     return
                 kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
