@@ -94,6 +94,11 @@ class Verifier:
     trusted_key_ids: frozenset[str] | None = None  # None: any key of the log (then pin it: see the CLI)
     verified: dict[str, ReleaseEntry] = field(default_factory=dict)
     _certs: set[bytes] = field(default_factory=set)  # certificates verified: statement + signature
+    _chains: dict[str, tuple[int, str]] = field(default_factory=dict)  # destination → (last seq, its hash)
+
+    def last_seq(self, destination: str) -> int:
+        """The last verified entry of ``destination`` (0: none): verification resumes after it."""
+        return self._chains.get(destination, (0, GENESIS))[0]
 
     def check_entry(self, entry: ReleaseEntry) -> str | None:
         """Why ``entry``'s signatures do not hold, or None."""
@@ -114,14 +119,16 @@ class Verifier:
         return None
 
     def verify_chain(self, entries: Iterable[ReleaseEntry | str], report: AuditReport | None = None) -> AuditReport:
-        """Check one destination's entries in order (an entry that does not parse is given as its error)."""
+        """Check entries in order, continuing each destination's chain where the last call left it (an entry
+        that does not parse is given as its error text)."""
         report = report or AuditReport()
-        expected_seq, prev = 1, GENESIS
         for entry in entries:
             if isinstance(entry, str):
                 report.fail(entry)
                 return report
             report.entries += 1
+            last_seq, prev = self._chains.get(entry.destination, (0, GENESIS))
+            expected_seq = last_seq + 1
             if entry.seq != expected_seq:
                 report.fail(f"{entry.entry_id}: expected seq {expected_seq} (an entry is missing or out of order)")
                 return report
@@ -132,7 +139,7 @@ class Verifier:
                 report.fail(reason)
                 return report
             self.verified[entry.entry_id] = entry
-            expected_seq, prev = entry.seq + 1, entry.entry_hash().hex()
+            self._chains[entry.destination] = (entry.seq, entry.entry_hash().hex())
         return report
 
     def record_problem(self, record: Mapping[str, Any]) -> str | None:

@@ -141,7 +141,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
             verifier.verify_chain(parse_entries(log.entry_texts(destination)), report)
             if not report.ok:
                 break
-            print(f"{destination}: chain of {len(verifier.verified)} entries verified so far")
+            print(f"{destination}: chain of {verifier.last_seq(destination)} entries verified")
     except ReleaseLogError as exc:
         raise CliError(str(exc)) from exc
     if report.ok and args.records:
