@@ -8,6 +8,8 @@
     anfang partners register|list|revoke --stack-name S   the health commission's key
     anfang decrypt [-i records.ndjson] [-o out]      replace encrypted envelopes by their values
     anfang dlq redrive --stack-name S <queue>        move a dead-letter queue back to its source
+    anfang consume --stack-name S --destination D --out DIR [--decrypt] [--images]
+                                                     the reference consumer: verified, deduplicated NDJSON
     anfang audit verify --stack-name S [--destination D] [--records FILE] [--complete]
                                                      check the release log's chain and signatures, and records
     anfang status --stack-name S [--json]            the dashboard's numbers: totals and sparklines
@@ -157,6 +159,52 @@ def _audit_verify(args: argparse.Namespace) -> int:
         print(f"FIRST BREAK: {report.first_break}")
         return 1
     print("verified")
+    return 0
+
+
+def _consume(args: argparse.Namespace) -> int:
+    from anfang.contracts.destinations import DESTINATION_INFO  # noqa: PLC0415
+    from anfang_ops.consume import ConsumeError, Consumer, ConsumerClients, ConsumerConfig  # noqa: PLC0415
+
+    outputs = _outputs(args.stack_name)
+    queue_output = DESTINATION_INFO[args.destination].queue_output
+    for name in (queue_output, "ReleaseLogTableName", "ReleaseSigningKeyArn"):
+        if name not in outputs:
+            raise CliError(f"stack {args.stack_name} has no output {name}")
+    clients = ConsumerClients(
+        sqs=_client("sqs"),
+        s3=_client("s3"),
+        kms=args.kms or _client("kms"),
+        dynamodb=_client("dynamodb"),
+        queue_url=outputs[queue_output],
+        log_table=outputs["ReleaseLogTableName"],
+        signing_key_arn=outputs["ReleaseSigningKeyArn"],
+    )
+    config = ConsumerConfig(
+        out_dir=Path(args.out),
+        destination=args.destination,
+        decrypt=args.decrypt,
+        images=args.images,
+        wait_time_secs=args.wait_secs,
+        max_messages=args.max_messages,
+        exit_when_idle=args.exit_when_idle,
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+
+    def progress(counts: Any) -> None:
+        print(" ".join(f"{k}={v}" for k, v in sorted(counts.items())), flush=True)
+
+    try:
+        consumer = Consumer(config, clients)
+        try:
+            counts = consumer.run(stop, progress)
+        finally:
+            consumer.close()
+    except (ConsumeError, OSError) as exc:
+        raise CliError(str(exc)) from exc
+    print("done: " + " ".join(f"{k}={v}" for k, v in sorted(counts.items())), flush=True)
     return 0
 
 
@@ -531,6 +579,19 @@ def _add_consumers(sub: Any) -> None:
     redrive.set_defaults(run=_dlq_redrive)
 
 
+def _add_consume(sub: Any) -> None:
+    consume = sub.add_parser("consume", help="the reference consumer: drain a destination queue, verified")
+    consume.add_argument("--stack-name", required=True)
+    consume.add_argument("--destination", choices=["gov_cloud", "police_video"], required=True)
+    consume.add_argument("--out", required=True, help="folder of records.ndjson, images/ and state.sqlite3")
+    consume.add_argument("--decrypt", action="store_true", help="decrypt the police fields (kms:Decrypt)")
+    consume.add_argument("--images", action="store_true", help="download the images the records reference")
+    consume.add_argument("--wait-secs", type=int, default=20, help="SQS long-poll wait (0-20)")
+    consume.add_argument("--max-messages", type=int, default=None, help="stop after receiving this many")
+    consume.add_argument("--exit-when-idle", action="store_true", help="stop at the first empty poll")
+    consume.set_defaults(run=_consume)
+
+
 def _add_audit(sub: Any) -> None:
     audit = sub.add_parser("audit", help="the release log").add_subparsers(dest="action", required=True)
     verify = audit.add_parser("verify", help="check the chain, the signatures and records; report the first break")
@@ -585,6 +646,7 @@ def parser() -> argparse.ArgumentParser:
     _add_sites_and_partners(sub)
     _add_consumers(sub)
     _add_audit(sub)
+    _add_consume(sub)
     _add_status(sub)
     _add_local(sub)
     _add_relays(sub)
