@@ -8,6 +8,10 @@
     anfang partners register|list|revoke --stack-name S   the health commission's key
     anfang decrypt [-i records.ndjson] [-o out]      replace encrypted envelopes by their values
     anfang dlq redrive --stack-name S <queue>        move a dead-letter queue back to its source
+    anfang consume --stack-name S --destination D --out DIR [--decrypt] [--images]
+                                                     the reference consumer: verified, deduplicated NDJSON
+    anfang audit verify --stack-name S [--destination D] [--records FILE] [--complete]
+                                                     check the release log's chain and signatures, and records
     anfang status --stack-name S [--json]            the dashboard's numbers: totals and sparklines
     anfang local up [--town CODE|FILE]               the local stack, until SIGINT/SIGTERM
     anfang local demo [--events N] [--devices M]     the whole job locally, with a summary and a report
@@ -113,6 +117,94 @@ def _decrypt(args: argparse.Namespace) -> int:
             source.close()
         if sink is not sys.stdout:
             sink.close()
+    return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from anfang.aws.release_log import ReleaseLog, ReleaseLogError  # noqa: PLC0415
+    from anfang.contracts.destinations import DESTINATIONS  # noqa: PLC0415
+    from anfang_ops.audit import AuditReport, KmsPublicKeys, Verifier, parse_entries  # noqa: PLC0415
+
+    outputs = _outputs(args.stack_name)
+    for name in ("ReleaseLogTableName", "ReleaseSigningKeyArn"):
+        if name not in outputs:
+            raise CliError(f"stack {args.stack_name} has no output {name} (deployed before the release log?)")
+    kms = args.kms or _client("kms")
+    verifier = Verifier(KmsPublicKeys(kms), trusted_key_ids=frozenset({outputs["ReleaseSigningKeyArn"]}))
+    log = ReleaseLog(_client("dynamodb"), outputs["ReleaseLogTableName"])
+    destinations = [args.destination] if args.destination else list(DESTINATIONS)
+    started = time.perf_counter()
+    report = AuditReport()
+    try:
+        for destination in destinations:
+            verifier.verify_chain(parse_entries(log.entry_texts(destination)), report)
+            if not report.ok:
+                break
+            print(f"{destination}: chain of {verifier.last_seq(destination)} entries verified")
+    except ReleaseLogError as exc:
+        raise CliError(str(exc)) from exc
+    if report.ok and args.records:
+        try:
+            with Path(args.records).open(encoding="utf-8") as source:
+                records = [json.loads(line) for line in source if line.strip()]
+        except (OSError, ValueError) as exc:
+            raise CliError(f"{args.records}: {exc}") from exc
+        verifier.verify_records(records, report, complete=args.complete)
+    elapsed = max(time.perf_counter() - started, 1e-9)
+    print(f"entries {report.entries}, records {report.records}, {report.records / elapsed:.0f} records/s")
+    if not report.ok:
+        print(f"FIRST BREAK: {report.first_break}")
+        return 1
+    print("verified")
+    return 0
+
+
+def _consume(args: argparse.Namespace) -> int:
+    from anfang.contracts.destinations import DESTINATION_INFO  # noqa: PLC0415
+    from anfang_ops.consume import ConsumeError, Consumer, ConsumerClients, ConsumerConfig  # noqa: PLC0415
+
+    outputs = _outputs(args.stack_name)
+    queue_output = DESTINATION_INFO[args.destination].queue_output
+    for name in (queue_output, "ReleaseLogTableName", "ReleaseSigningKeyArn"):
+        if name not in outputs:
+            raise CliError(f"stack {args.stack_name} has no output {name}")
+    clients = ConsumerClients(
+        sqs=_client("sqs"),
+        s3=_client("s3"),
+        kms=args.kms or _client("kms"),
+        dynamodb=_client("dynamodb"),
+        queue_url=outputs[queue_output],
+        log_table=outputs["ReleaseLogTableName"],
+        signing_key_arn=outputs["ReleaseSigningKeyArn"],
+    )
+    config = ConsumerConfig(
+        out_dir=Path(args.out),
+        destination=args.destination,
+        decrypt=args.decrypt,
+        images=args.images,
+        wait_time_secs=args.wait_secs,
+        max_messages=args.max_messages,
+        exit_when_idle=args.exit_when_idle,
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+
+    def progress(counts: Any) -> None:
+        print(" ".join(f"{k}={v}" for k, v in sorted(counts.items())), flush=True)
+
+    try:
+        consumer = Consumer(config, clients)
+        try:
+            counts = consumer.run(stop, progress)
+        finally:
+            consumer.close()
+    except (ConsumeError, OSError) as exc:
+        raise CliError(str(exc)) from exc
+    print("done: " + " ".join(f"{k}={v}" for k, v in sorted(counts.items())), flush=True)
     return 0
 
 
@@ -487,6 +579,31 @@ def _add_consumers(sub: Any) -> None:
     redrive.set_defaults(run=_dlq_redrive)
 
 
+def _add_consume(sub: Any) -> None:
+    consume = sub.add_parser("consume", help="the reference consumer: drain a destination queue, verified")
+    consume.add_argument("--stack-name", required=True)
+    consume.add_argument("--destination", choices=["gov_cloud", "police_video"], required=True)
+    consume.add_argument("--out", required=True, help="folder of records.ndjson, images/ and state.sqlite3")
+    consume.add_argument("--decrypt", action="store_true", help="decrypt the police fields (kms:Decrypt)")
+    consume.add_argument("--images", action="store_true", help="download the images the records reference")
+    consume.add_argument("--wait-secs", type=int, default=20, help="SQS long-poll wait (0-20)")
+    consume.add_argument("--max-messages", type=int, default=None, help="stop after receiving this many")
+    consume.add_argument("--exit-when-idle", action="store_true", help="stop at the first empty poll")
+    consume.set_defaults(run=_consume)
+
+
+def _add_audit(sub: Any) -> None:
+    audit = sub.add_parser("audit", help="the release log").add_subparsers(dest="action", required=True)
+    verify = audit.add_parser("verify", help="check the chain, the signatures and records; report the first break")
+    verify.add_argument("--stack-name", required=True)
+    verify.add_argument("--destination", choices=["gov_cloud", "police_video"], default=None)
+    verify.add_argument("--records", default=None, help="NDJSON records (received or archived) to check")
+    verify.add_argument(
+        "--complete", action="store_true", help="the records are every release of their entries: report a drop"
+    )
+    verify.set_defaults(run=_audit_verify)
+
+
 def _add_status(sub: Any) -> None:
     status = sub.add_parser("status", help="the town dashboard's numbers in the terminal")
     status.add_argument("--stack-name", required=True)
@@ -528,6 +645,8 @@ def parser() -> argparse.ArgumentParser:
     _add_registry(sub)
     _add_sites_and_partners(sub)
     _add_consumers(sub)
+    _add_audit(sub)
+    _add_consume(sub)
     _add_status(sub)
     _add_local(sub)
     _add_relays(sub)

@@ -26,6 +26,7 @@ from moto import mock_aws
 from PIL import Image
 
 from anfang.aws.delivered_events import DeliveredEvents
+from anfang.aws.release_log import ReleaseLog, ReleaseSigner
 from anfang.contracts import EVENT_TYPES, SiteView
 from anfang.pipeline.analyse import analyse_image
 from anfang.pipeline.enrich import Enricher, Enrichment
@@ -182,7 +183,11 @@ def _has(event: dict[str, Any], path: str) -> bool:
 
 
 @pytest.mark.benchmark(group="d: process batch of 100 events")
-def test_d_process_batch_on_moto_with_calls_counted(benchmark: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("release_log", ["without_release_log", "with_release_log"])
+def test_d_process_batch_on_moto_with_calls_counted(
+    benchmark: Any, monkeypatch: pytest.MonkeyPatch, release_log: str
+) -> None:
+    """Before/after the release log in one run: the same batches with and without its signed entries."""
     for name, value in {
         "AWS_DEFAULT_REGION": "cn-north-1",
         "AWS_ACCESS_KEY_ID": "x",
@@ -197,6 +202,11 @@ def test_d_process_batch_on_moto_with_calls_counted(benchmark: Any, monkeypatch:
         session = stack.session
         calls: Counter[str] = Counter()
         count_calls(session, calls)
+        log = None
+        if release_log == "with_release_log":
+            signer = ReleaseSigner(session.client("kms"), stack.env["RELEASE_SIGNING_KEY_ARN"])
+            log = ReleaseLog(session.client("dynamodb"), stack.env["RELEASE_LOG_TABLE_NAME"], signer=signer)
+            log.warm(list(default_policies()))  # cold start: the heads and the signing certificate
         processor = Processor(
             ProcessDeps(
                 town=TOWN,
@@ -220,6 +230,7 @@ def test_d_process_batch_on_moto_with_calls_counted(benchmark: Any, monkeypatch:
                     person_key=person_key,
                     stale_after_secs=86400,
                 ),
+                release_log=log,
             )
         )
         batches: list[list[Incoming]] = []
@@ -256,9 +267,25 @@ class _Dynamo:
     def batch_write_item(self, **_: Any) -> dict[str, Any]:
         return {"UnprocessedItems": {}}
 
+    def transact_write_items(self, **_: Any) -> dict[str, Any]:
+        return {}
+
+    def query(self, **_: Any) -> dict[str, Any]:
+        return {"Items": []}
+
+
+class _SigningKms:
+    def sign(self, **_: Any) -> dict[str, Any]:
+        return {"Signature": b"certificate signature"}
+
 
 @pytest.mark.benchmark(group="d: process batch of 100 events")
-def test_d_process_batch_own_code(benchmark: Any, frozen_heap: None) -> None:
+@pytest.mark.parametrize("release_log", ["without_release_log", "with_release_log"])
+def test_d_process_batch_own_code(benchmark: Any, frozen_heap: None, release_log: str) -> None:
+    log = None
+    if release_log == "with_release_log":  # the leaves, the trees and the two entries signed in process
+        log = ReleaseLog(_Dynamo(), "release-log", signer=ReleaseSigner(_SigningKms(), "arn:key"))
+        log.warm(list(default_policies()))
     processor = Processor(
         ProcessDeps(
             town=TOWN,
@@ -277,6 +304,7 @@ def test_d_process_batch_own_code(benchmark: Any, frozen_heap: None) -> None:
                 person_key=person_key,
                 stale_after_secs=86400,
             ),
+            release_log=log,
         )
     )
     batch = [Incoming(f"m{i}", e.model_dump_json(by_alias=True)) for i, e in enumerate(_batch())]

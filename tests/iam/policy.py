@@ -152,6 +152,11 @@ class Resolver:
             name = f"{self.d.stack_name}-{logical}"
             if name in self.d.secrets:
                 return self.d.secrets[name]
+        if self.resources.get(logical, {}).get("Type") == "AWS::KMS::Key":
+            # asymmetric keys are created beside the stack too, described "<stack> <logical id>"
+            description = f"{self.d.stack_name} {logical}"
+            if description in self.d.keys:
+                return self.d.keys[description]
         raise LookupError(f"{self.d.stack_name}: no physical id for {logical}")
 
     def ref(self, name: str) -> Any:

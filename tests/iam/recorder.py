@@ -13,8 +13,9 @@ by the code that made it, not by a hand-kept list:
   client was tagged with when it was made.
 
 The calls that deploy the template into moto (CloudFormation ``CreateStack`` and ``DescribeStackResources``,
-Secrets Manager ``CreateSecret``) are observed too: they say which physical resource is which logical one of
-the template, so the checker can resolve each role's statements to the ARNs the calls name.
+Secrets Manager ``CreateSecret``, KMS ``CreateKey`` of the signing keys made beside the stack) are observed
+too: they say which physical resource is which logical one of the template, so the checker can resolve each
+role's statements to the ARNs the calls name.
 
 >>> recorder = Recorder(ROOT); recorder.install()
 >>> ...  # the tests run
@@ -70,6 +71,7 @@ class Deployment:
     parameters: dict[str, str]
     physical_ids: dict[str, str] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)  # secret name -> ARN, created beside the stack
+    keys: dict[str, str] = field(default_factory=dict)  # KMS key description -> ARN, created beside the stack
 
 
 class Recorder:
@@ -89,6 +91,7 @@ class Recorder:
         self.errors: list[str] = []
         self._pending: dict[tuple[str, str], Deployment] = {}  # (region, stack name) -> awaiting its resources
         self._secrets: dict[str, dict[str, str]] = {}  # region -> secret name -> ARN
+        self._keys: dict[str, dict[str, str]] = {}  # region -> key description -> ARN
         self.current_test = ""
         self._lock = threading.Lock()
         self._original: Callable[..., Any] | None = None
@@ -196,6 +199,9 @@ class Recorder:
             self._stack_resources(region, parsed)
         elif service == "secretsmanager" and operation == "CreateSecret" and "ARN" in parsed:
             self._secrets.setdefault(region, {})[str(parsed["Name"])] = str(parsed["ARN"])
+        elif service == "kms" and operation == "CreateKey" and "KeyMetadata" in parsed:
+            metadata = parsed["KeyMetadata"]
+            self._keys.setdefault(region, {})[str(metadata.get("Description", ""))] = str(metadata["Arn"])
         call = context.get("anfang_iam_call") if isinstance(context, dict) else None
         if call is not None and service == "kms" and operation == "Decrypt" and parsed.get("KeyId"):
             # Decrypt names its key in the ciphertext, not always in the request: the answer says which
@@ -222,5 +228,6 @@ class Recorder:
             if r.get("LogicalResourceId") and r.get("PhysicalResourceId")
         }
         deployment.secrets = dict(self._secrets.get(region, {}))
+        deployment.keys = dict(self._keys.get(region, {}))
         with self._lock:
             self.deployments.append(deployment)

@@ -4,8 +4,9 @@ The template is transformed (SAM → CloudFormation) and split three ways:
 
 - what the functions need at run time (keys, buckets, tables, queues, topics) goes through moto's
   CloudFormation, so names, ARNs and outputs come out of the same template a town deploys;
-- what moto's CloudFormation does not implement is created with boto3: secrets before the stack (their ARNs
-  are substituted where the template refers to them), SNS subscriptions and bucket versioning after it;
+- what moto's CloudFormation does not implement is created with boto3: secrets and asymmetric KMS keys (moto's
+  ``AWS::KMS::Key`` ignores ``KeySpec``/``KeyUsage``) before the stack (their ARNs are substituted where the
+  template refers to them), SNS subscriptions and bucket versioning after it;
   resource policies are not enforced by moto and are skipped, as is the API's optional WAF web ACL;
 - what runs in-process locally (functions, layers, roles, event source mappings, the REST API, log groups,
   alarms) is not deployed; its configuration (environment, batch sizes, triggers) is returned instead, with
@@ -124,10 +125,15 @@ def _refs(node: Any) -> set[str]:
 
 
 def _substitute(node: Any, literals: dict[str, str]) -> Any:
-    """Replace ``Ref`` of resources created outside the stack by their literal ids."""
+    """Replace ``Ref`` (and ``GetAtt .Arn``) of resources created outside the stack by their literal ARNs."""
     if isinstance(node, dict):
         if set(node) == {"Ref"} and node["Ref"] in literals:
             return literals[node["Ref"]]
+        if set(node) == {"Fn::GetAtt"}:
+            target = node["Fn::GetAtt"]
+            logical, attribute = target if isinstance(target, list) else str(target).split(".", 1)
+            if logical in literals and attribute == "Arn":
+                return literals[logical]
         return {k: _substitute(v, literals) for k, v in node.items()}
     if isinstance(node, list):
         return [_substitute(v, literals) for v in node]
@@ -165,13 +171,17 @@ def deploy_stack(
     source, cfn_template = json.loads(source_json), json.loads(cfn_json)
     resources: dict[str, Any] = cfn_template["Resources"]
 
-    client = {name: session.client(name, endpoint_url=endpoint_url) for name in ("cloudformation", "secretsmanager")}
+    client = {
+        name: session.client(name, endpoint_url=endpoint_url) for name in ("cloudformation", "secretsmanager", "kms")
+    }
 
     # secrets first: moto's CloudFormation has no AWS::SecretsManager::Secret
     literals: dict[str, str] = {}
     for name, resource in resources.items():
         if resource["Type"] == "AWS::SecretsManager::Secret":
             literals[name] = _create_secret(client["secretsmanager"], stack_name, name, resource["Properties"])
+        elif resource["Type"] == "AWS::KMS::Key" and resource["Properties"].get("KeyUsage") == "SIGN_VERIFY":
+            literals[name] = _create_signing_key(client["kms"], stack_name, name, resource["Properties"])
 
     in_process = {n: r for n, r in resources.items() if r["Type"] in IN_PROCESS}
     deferred = {n: r for n, r in resources.items() if r["Type"] in {"AWS::SNS::Subscription"} | NOT_ENFORCED}
@@ -189,7 +199,11 @@ def deploy_stack(
             props["VisibilityTimeout"] = min(int(props["VisibilityTimeout"]), visibility_timeout_max_secs)
         stack_resources[name] = _substitute(local, literals)
 
-    outputs = {k: v for k, v in cfn_template.get("Outputs", {}).items() if not (_refs(v) & set(in_process))}
+    outputs = {
+        k: _substitute(v, literals)
+        for k, v in cfn_template.get("Outputs", {}).items()
+        if not (_refs(v) & set(in_process))
+    }
     env_outputs: dict[str, tuple[str, str]] = {}
     for name, resource in in_process.items():
         if resource["Type"] != "AWS::Lambda::Function":
@@ -240,6 +254,11 @@ def _create_secret(client: Any, stack_name: str, name: str, props: dict[str, Any
         value = json.dumps({**template, spec["GenerateStringKey"]: value})
     answer = client.create_secret(Name=f"{stack_name}-{name}", SecretString=value)
     return str(answer["ARN"])
+
+
+def _create_signing_key(client: Any, stack_name: str, name: str, props: dict[str, Any]) -> str:
+    answer = client.create_key(Description=f"{stack_name} {name}", KeySpec=props["KeySpec"], KeyUsage=props["KeyUsage"])
+    return str(answer["KeyMetadata"]["Arn"])
 
 
 def _version_buckets(s3: Any, resources: dict[str, Any], physical: dict[str, str]) -> None:

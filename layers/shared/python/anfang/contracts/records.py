@@ -13,6 +13,7 @@ from pydantic import AwareDatetime, Field, StringConstraints, field_validator
 
 from .events import Box, EventBase, WireModel
 from .media import ImageContentType
+from .release import ReleaseRef
 from .types import (
     DeviceId,
     Direction,
@@ -150,6 +151,9 @@ class DestinationRecord(WireModel):
     status: RedactedBody | None = None
     images: list[RecordImage] = Field(default_factory=list)
     redaction: Redaction
+    release: ReleaseRef | None = Field(
+        default=None, description="where the release log holds this record (docs/records.md, 'Release log')"
+    )
 
     model_config = {**WireModel.model_config, "populate_by_name": True}
 

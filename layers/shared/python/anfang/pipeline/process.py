@@ -1,7 +1,16 @@
 """The process stage: one SQS batch of queued events → dedupe → enrich → redact → fan out.
 
 Batch-shaped on purpose: each stage makes one batched call (or a few) for the whole batch, so a batch of 100
-events costs about 26 AWS calls (1 BatchGetItem, 1 GenerateDataKey, 2 x 10 PublishBatch, 4 BatchWriteItem).
+events costs about 27 AWS calls (1 BatchGetItem, 1 GenerateDataKey, 2 x 10 PublishBatch, 4 BatchWriteItem, and
+1 TransactWriteItems for the release log).
+
+Release log: before a batch's records are published, they are entered in the release log (``aws.release_log``:
+one signed entry per destination, all in one transaction) and each record gets its ``release`` member (entry id,
+leaf index, audit path). A record is never published without its entry; an entry may cover a record whose
+publish then failed (the log says "released or attempted"; the retry releases it under a later entry). When
+the log cannot be written, nothing of the batch is published: the log is shared by the destinations, like the
+delivered-events table, so its failure is batch-wide, while a destination's own key or topic still fails only
+that destination.
 Failures are per message and per destination: a message that does not parse is reported for retry
 (``batchItemFailures``); a destination whose record of an event cannot be built (its policy, its KMS data
 key) or published (its topic) fails only that destination's part of that event. The other destinations still
@@ -18,6 +27,7 @@ another's records, nor its own records that need no key.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -28,8 +38,10 @@ from pydantic import ValidationError
 
 from anfang.aws.batch import Message, string_attributes
 from anfang.aws.delivered_events import DedupeError, DeliveredEvents, EventKey
+from anfang.aws.release_log import ReleaseLog, ReleaseLogError
 from anfang.aws.topics import publish_batch
 from anfang.contracts import RECORD_SCHEMA, QueuedEvent
+from anfang.contracts.release import ReleaseRef, canonical_record, leaf_hash, tree
 from anfang.pipeline.enrich import Enricher
 from anfang.pipeline.redact import DataKeys, RedactError, Redactor
 
@@ -59,6 +71,8 @@ class ProcessDeps:
     sns: Any
     delivered: DeliveredEvents
     enricher: Enricher
+    #: the signed release log; None only in benchmarks and tests of the stages before it
+    release_log: ReleaseLog | None = None
 
 
 @dataclass
@@ -191,7 +205,7 @@ class Processor:
     ) -> dict[EventKey, set[str]]:
         """PublishBatch per destination; the destinations each event has now reached."""
         reached: dict[EventKey, set[str]] = {key: set(seen.get(key, frozenset())) for key in todo}
-        for destination, entries in outgoing.items():
+        for destination, entries in self._enter_in_log(outgoing, todo, result, failed).items():
             unsent = set(publish_batch(self.deps.sns, self.deps.topics[destination], [m for _, m in entries]))
             for key, message in entries:
                 if message.id in unsent:
@@ -201,3 +215,46 @@ class Processor:
                     reached[key].add(destination)
                     result.counts[f"sent_{destination}"] += 1
         return reached
+
+    def _enter_in_log(
+        self,
+        outgoing: Mapping[str, list[tuple[EventKey, Message]]],
+        todo: Mapping[EventKey, tuple[str, QueuedEvent, tuple[str, ...]]],
+        result: ProcessResult,
+        failed: set[str],
+    ) -> dict[str, list[tuple[EventKey, Message]]]:
+        """One signed log entry per destination for this batch's records; the records with their ``release``.
+
+        If the log cannot be appended to, nothing of the batch is published (its messages are retried).
+        """
+        log = self.deps.release_log
+        if log is None:
+            return dict(outgoing)
+        leaves = {
+            d: [leaf_hash(canonical_record(json.loads(m.body))) for _, m in entries]
+            for d, entries in outgoing.items()
+            if entries
+        }
+        if not leaves:
+            return dict(outgoing)
+        try:
+            logged = log.append({d: (self.deps.redactors[d].policy.ref, ls) for d, ls in leaves.items()})
+        except ReleaseLogError as exc:
+            logger.error("release log not appended", extra={"destinations": sorted(leaves), "code": exc.code})
+            for destination in leaves:
+                for key, _ in outgoing[destination]:
+                    result.counts[f"errored_release_{destination}"] += 1
+                    failed.add(todo[key][0])
+            return {}
+        stamped: dict[str, list[tuple[EventKey, Message]]] = {}
+        for destination, entry in logged.items():
+            _, paths = tree(leaves[destination])
+            stamped[destination] = []
+            for index, (key, message) in enumerate(outgoing[destination]):
+                ref = ReleaseRef(
+                    entry_id=entry.entry_id, index=index, size=entry.size, proof=[n.hex() for n in paths[index]]
+                )
+                # the record is a JSON object: ``release`` goes in as its last member (not part of its leaf)
+                body = message.body[:-1] + ',"release":' + ref.model_dump_json() + "}"
+                stamped[destination].append((key, Message(id=message.id, body=body, attributes=message.attributes)))
+        return stamped

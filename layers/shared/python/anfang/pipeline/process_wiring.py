@@ -22,6 +22,7 @@ import boto3
 from anfang.aws.delivered_events import DeliveredEvents
 from anfang.aws.environment import SettingsError
 from anfang.aws.registry import DeviceRegistry
+from anfang.aws.release_log import ReleaseLog, ReleaseSigner
 from anfang.contracts.destinations import DESTINATION_INFO, DESTINATIONS
 from anfang.health_codes.authority import CurrentHealthCodes
 from anfang.health_codes.keys import load_pepper, person_key
@@ -82,23 +83,28 @@ def build_processor(
         name: Redactor(policy, secret=secrets[name], town=settings.town_code, buckets=buckets)
         for name, policy in policies.items()
     }
+    kms = session.client("kms")
+    dynamodb = session.client("dynamodb")
+    release_log = ReleaseLog(
+        dynamodb, settings.release_log_table, signer=ReleaseSigner(kms, settings.release_signing_key_arn)
+    )
+    release_log.warm(DESTINATIONS)
     return Processor(
         ProcessDeps(
             town=settings.town_code,
             redactors=redactors,
             topics=dict(settings.topic_arns),
-            kms=session.client("kms"),
+            kms=kms,
             kms_key_ids=dict(settings.field_key_ids),
             sns=session.client("sns"),
-            delivered=DeliveredEvents(
-                session.client("dynamodb"), settings.delivered_table, ttl_secs=settings.delivered_ttl_secs
-            ),
+            delivered=DeliveredEvents(dynamodb, settings.delivered_table, ttl_secs=settings.delivered_ttl_secs),
             enricher=Enricher(
                 sites,
                 health_codes if settings.health_codes_enabled else None,
                 person_key=person_key,
                 stale_after_secs=settings.health_code_stale_hours * 3600,
             ),
+            release_log=release_log,
         )
     )
 

@@ -65,6 +65,8 @@ class ProcessSettings(FunctionSettings):
     health_codes_table: str | None = Field(default=None, alias="HEALTH_CODES_TABLE_NAME", min_length=3)
     health_code_pepper_secret_arn: str | None = Field(default=None, alias="HEALTH_CODE_PEPPER_SECRET_ARN", min_length=1)
     health_code_stale_hours: int = Field(default=24, alias="HEALTH_CODE_STALE_HOURS", gt=0)
+    release_log_table: str = Field(alias="RELEASE_LOG_TABLE_NAME", min_length=3)
+    release_signing_key_arn: str = Field(alias="RELEASE_SIGNING_KEY_ARN", min_length=1)
 
     @model_validator(mode="before")
     @classmethod
