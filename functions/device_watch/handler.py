@@ -9,6 +9,8 @@ work: a silence not yet remembered is found and sent again (same event id).
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -19,15 +21,21 @@ from anfang.pipeline.settings import DeviceWatchSettings as Settings
 from anfang.pipeline.watch import DeviceWatch
 from anfang.pipeline.watch_wiring import build_watch
 
-__all__ = ["Settings", "handle", "lambda_handler", "watch"]
+__all__ = ["Settings", "handle", "lambda_handler", "settings", "watch"]
 
 logger = Logger(service="device_watch")
 
 
 @cache
-def watch() -> DeviceWatch:
-    """Settings validated, clients and the police redactor built: once per container."""
-    return build_watch(Settings.from_env(os.environ))
+def settings() -> Settings:
+    """The environment, validated once per container."""
+    return Settings.from_env(os.environ)
+
+
+@cache
+def watch(clock: Callable[[], float] = time.time) -> DeviceWatch:
+    """Clients and the police redactor built: once per container (and per clock: tests bring their own)."""
+    return build_watch(settings(), clock=clock)
 
 
 def handle(event: dict[str, Any], watch: DeviceWatch, *, town_code: str, namespace: str = "anfang") -> dict[str, Any]:
@@ -39,9 +47,4 @@ def handle(event: dict[str, Any], watch: DeviceWatch, *, town_code: str, namespa
 
 @logger.inject_lambda_context(log_event=False)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return handle(
-        event,
-        watch(),
-        town_code=os.environ["TOWN_CODE"],
-        namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "anfang"),
-    )
+    return handle(event, watch(), town_code=settings().town_code, namespace=settings().metrics_namespace)

@@ -89,8 +89,7 @@ class LastSeenWriter:
             return 0
         seconds = {"N": str(int(at))}
         requests = [
-            {"PutRequest": {"Item": {"device_id": {"S": d}, "item": {"S": SEEN}, "last_seen_at": seconds}}}
-            for d in due
+            {"PutRequest": {"Item": {"device_id": {"S": d}, "item": {"S": SEEN}, "last_seen_at": seconds}}} for d in due
         ]
         batch_write(self._client, self._table, requests, sleep=self._sleep)
         with self._lock:

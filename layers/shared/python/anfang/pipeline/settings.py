@@ -144,6 +144,7 @@ class DeviceWatchSettings(FunctionSettings):
     raw_bucket: str = Field(alias="RAW_IMAGE_BUCKET_NAME", min_length=3)
     image_bucket: str = Field(alias="IMAGE_BUCKET_NAME", min_length=3)
     policy_dir: Path | None = Field(default=None, alias="POLICY_DIR", description="a town's own policies")
+    metrics_namespace: str = Field(default="anfang", alias="POWERTOOLS_METRICS_NAMESPACE")
     thresholds: SilentThresholds = Field(
         default_factory=lambda: _thresholds(DEFAULT_SILENT_DEVICE_THRESHOLDS), alias="SILENT_DEVICE_THRESHOLDS"
     )
