@@ -151,4 +151,4 @@ class DeviceWatchSettings(FunctionSettings):
 
     def silent_after_secs(self, site_type: str) -> int:
         """The silence after which a device at a site of ``site_type`` counts as offline."""
-        return self.thresholds.get(site_type, DEFAULT_SILENT_AFTER_SECS)  # type: ignore[call-overload]
+        return next((secs for kind, secs in self.thresholds.items() if kind == site_type), DEFAULT_SILENT_AFTER_SECS)
