@@ -27,7 +27,9 @@ __all__ = [
     "DerivedKinds",
     "DeviceWatchSettings",
     "ProcessSettings",
+    "SiteThresholds",
     "SilentThresholds",
+    "parse_thresholds",
 ]
 
 
@@ -114,7 +116,7 @@ DEFAULT_SILENT_DEVICE_THRESHOLDS: Final = (
 )
 
 
-def _thresholds(value: Any) -> Any:
+def parse_thresholds(value: Any) -> Any:
     """``site_type=seconds,...`` as a dict; a site type outside the enumeration or a bad number is refused."""
     if not isinstance(value, str):
         return value
@@ -130,7 +132,27 @@ def _thresholds(value: Any) -> Any:
 
 
 #: ``SILENT_DEVICE_THRESHOLDS``: seconds of silence per site type (``residential_closed=1800,rural=7200``).
-SilentThresholds = Annotated[dict[SiteType, Annotated[int, Field(ge=60)]], BeforeValidator(_thresholds)]
+SilentThresholds = Annotated[dict[SiteType, Annotated[int, Field(ge=60)]], BeforeValidator(parse_thresholds)]
+
+
+class SiteThresholds:
+    """Silence thresholds per site type, from ``SILENT_DEVICE_THRESHOLDS`` text (what the CLI reads from a stack).
+
+    >>> SiteThresholds.parse("rural=7200").silent_after_secs("rural")
+    7200
+    """
+
+    def __init__(self, by_type: dict[str, int]) -> None:
+        self.by_type = dict(by_type)
+
+    @classmethod
+    def parse(cls, text: str) -> SiteThresholds:
+        """Raises ``ValueError`` on a site type outside the enumeration or a bad number."""
+        return cls(parse_thresholds(text))
+
+    def silent_after_secs(self, site_type: str) -> int:
+        """The silence after which a device at a site of ``site_type`` counts as offline."""
+        return self.by_type.get(site_type, DEFAULT_SILENT_AFTER_SECS)
 
 
 class DeviceWatchSettings(FunctionSettings):
@@ -146,7 +168,7 @@ class DeviceWatchSettings(FunctionSettings):
     policy_dir: Path | None = Field(default=None, alias="POLICY_DIR", description="a town's own policies")
     metrics_namespace: str = Field(default="anfang", alias="POWERTOOLS_METRICS_NAMESPACE")
     thresholds: SilentThresholds = Field(
-        default_factory=lambda: _thresholds(DEFAULT_SILENT_DEVICE_THRESHOLDS), alias="SILENT_DEVICE_THRESHOLDS"
+        default_factory=lambda: parse_thresholds(DEFAULT_SILENT_DEVICE_THRESHOLDS), alias="SILENT_DEVICE_THRESHOLDS"
     )
 
     def silent_after_secs(self, site_type: str) -> int:
