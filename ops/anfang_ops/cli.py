@@ -3,7 +3,7 @@
     anfang towns render [--check]                    infra/towns/*.toml → samconfig.toml
     anfang towns new --code C --name N               a new town file (then samconfig.toml rendered)
     anfang devices register|revoke|list|retire --stack-name S    the device registry
-    anfang devices silent --stack-name S             devices silent past their site type's threshold
+    anfang devices silent --stack-name S [--notify]  devices silent past their threshold; --notify reports them
     anfang devices import devices.csv --stack-name S [--dry-run]    bulk registration, reported per row
     anfang sites update --stack-name S --site-id X [--name N] [--site-type T]
     anfang partners register|list|revoke --stack-name S   the health commission's key
@@ -188,6 +188,38 @@ def _survey(stack_name: str) -> Any:
     return watch.survey()
 
 
+def _notify(stack_name: str) -> Any:
+    """Run the device watch from here, as its schedule would: report every silence not reported yet."""
+    import boto3  # noqa: PLC0415
+
+    from anfang.aws.environment import SettingsError  # noqa: PLC0415
+    from anfang.pipeline.settings import DeviceWatchSettings  # noqa: PLC0415
+    from anfang.pipeline.watch_wiring import build_watch  # noqa: PLC0415
+
+    outputs = _outputs(stack_name)
+    names = {
+        "TOWN_CODE": "TownCode",
+        "DEVICES_TABLE_NAME": "DevicesTableName",
+        "LAST_SEEN_TABLE_NAME": "LastSeenTableName",
+        "POLICE_VIDEO_TOPIC_ARN": "PoliceVideoTopicArn",
+        "PSEUDONYM_SECRET_ARN": "PseudonymSecretArn",
+        "RAW_IMAGE_BUCKET_NAME": "RawImageBucketName",
+        "IMAGE_BUCKET_NAME": "ImageBucketName",
+        "SILENT_DEVICE_THRESHOLDS": "SilentThresholds",
+    }
+    missing = sorted(output for output in names.values() if output not in outputs)
+    if missing:
+        raise CliError(f"stack {stack_name} lacks the outputs {', '.join(missing)}; deploy the current template")
+    try:
+        watch = build_watch(
+            DeviceWatchSettings.from_env({variable: outputs[output] for variable, output in names.items()}),
+            session=boto3.session.Session(),
+        )
+    except SettingsError as exc:
+        raise CliError(str(exc)) from exc
+    return watch.run()
+
+
 def _ago(seconds: int) -> str:
     hours, rest = divmod(seconds, 3600)
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
@@ -234,7 +266,9 @@ def _devices_list(args: argparse.Namespace) -> int:
 def _devices_silent(args: argparse.Namespace) -> int:
     import json  # noqa: PLC0415
 
-    silent = _survey(args.stack_name).silent
+    result = _notify(args.stack_name) if args.notify else _survey(args.stack_name)
+    silent = result.silent
+    reported_now = set(result.reported)
     rows = [
         {
             "device_id": s.device.device_id,
@@ -244,6 +278,7 @@ def _devices_silent(args: argparse.Namespace) -> int:
             "silent_secs": s.silent_secs,
             "threshold_secs": s.silent_after_secs,
             "reported_event_id": s.reported.event_id if s.reported is not None else None,
+            "reported_now": s.device.device_id in reported_now,
         }
         for s in silent
     ]
@@ -251,12 +286,19 @@ def _devices_silent(args: argparse.Namespace) -> int:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
     for row in rows:
-        reported = f"reported {row['reported_event_id']}" if row["reported_event_id"] else "not reported yet"
+        if row["reported_now"]:
+            reported = "reported now"
+        elif row["reported_event_id"]:
+            reported = f"reported {row['reported_event_id']}"
+        else:
+            reported = "not reported yet"
         print(
             f"{row['device_id']}  {row['site_type']:<22} {row['site_id']}  last seen {row['last_seen']}  "
             f"silent {_ago(row['silent_secs'])} (threshold {_ago(row['threshold_secs'])})  {reported}"
         )
-    print(f"{len(rows)} silent device(s)")
+    print(f"{len(rows)} silent device(s)" + (f", {len(reported_now)} reported now" if args.notify else ""))
+    if args.notify and result.failed:
+        raise CliError(f"{len(result.failed)} offline record(s) could not be published; run again")
     return 0
 
 
@@ -515,6 +557,11 @@ def _add_registry(sub: Any) -> None:
     silent = devices.add_parser("silent", help="registered devices silent past their site type's threshold")
     silent.add_argument("--stack-name", required=True)
     silent.add_argument("--json", action="store_true")
+    silent.add_argument(
+        "--notify",
+        action="store_true",
+        help="run the device watch now: send the police a device_status offline record for each silence not sent",
+    )
     silent.set_defaults(run=_devices_silent)
     bulk = devices.add_parser("import", help="register devices and bind keys from a CSV file, reporting per row")
     bulk.add_argument("file", help="CSV with the header device_id,site_id,site_type,site_name,public_key")

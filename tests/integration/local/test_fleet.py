@@ -25,7 +25,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with LocalStack(ROOT, tmp_path_factory.mktemp("fleet"), town=TOWN) as local:
+    # the device watch runs only when a test runs it (run_schedule), never on its own timer mid-test
+    with LocalStack(ROOT, tmp_path_factory.mktemp("fleet"), town=TOWN, schedule_interval_max_secs=3600) as local:
         yield local
 
 
@@ -223,3 +224,31 @@ def test_devices_list_and_silent_show_last_seen_and_the_watch_reports_a_silence_
     out = capsys.readouterr().out
     silent = {r["device_id"]: r for r in json.loads(out[out.index("[\n") :])}
     assert silent[mute]["reported_event_id"] is not None
+
+
+def test_devices_silent_notify_reports_a_new_silence_from_the_cli_once(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import datetime as dt
+
+    import boto3
+
+    from anfang.aws.registry import Site
+
+    assert stack.info is not None
+    name = ["--stack-name", stack.info.stack_name]
+    client = boto3.client("dynamodb", region_name=stack.info.region, endpoint_url=stack.info.aws_endpoint_url)
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    old = DeviceRegistry(client, stack.info.outputs["DevicesTableName"], town_code=stack.info.town, now=lambda: past)
+    # GIVEN a key-site camera registered an hour ago and never heard from (threshold 30 min)
+    mute = f"{PREFIX}000401"
+    old.register_device(mute, Site("tz-401", "key_site", "Bus station"))
+    # WHEN ops run `devices silent --notify` twice
+    capsys.readouterr()
+    assert anfang(["devices", "silent", *name, "--notify"]) == 0
+    first = _lines(capsys.readouterr().out)
+    assert anfang(["devices", "silent", *name, "--notify"]) == 0
+    second = _lines(capsys.readouterr().out)
+    # THEN the first run reports it, the second says under which event id it was reported
+    assert any(line.startswith(mute) and line.endswith("reported now") for line in first)
+    assert any(line.startswith(mute) and " reported " in line and "now" not in line for line in second)
