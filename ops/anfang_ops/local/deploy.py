@@ -209,7 +209,12 @@ def deploy_stack(
             props["VisibilityTimeout"] = min(int(props["VisibilityTimeout"]), visibility_timeout_max_secs)
         stack_resources[name] = _substitute(local, literals)
 
-    outputs = {k: v for k, v in cfn_template.get("Outputs", {}).items() if not (_refs(v) & set(in_process))}
+    # outputs naming a resource made outside the stack (a secret's ARN) carry its literal id
+    outputs = {
+        k: _substitute(v, literals)
+        for k, v in cfn_template.get("Outputs", {}).items()
+        if not (_refs(v) & set(in_process))
+    }
     env_outputs: dict[str, tuple[str, str]] = {}
     for name, resource in in_process.items():
         if resource["Type"] != "AWS::Lambda::Function":
