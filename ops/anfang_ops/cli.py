@@ -235,31 +235,36 @@ def _devices_list(args: argparse.Namespace) -> int:
     import json  # noqa: PLC0415
 
     registry = _registry(args.stack_name)
-    survey = _survey(args.stack_name)
-    states = {state.device.device_id: state for state in survey.devices}
+    # a stack deployed before issue 19 has no last-seen table: its devices are listed without a state
+    survey = _survey(args.stack_name) if "LastSeenTableName" in _outputs(args.stack_name) else None
+    states = {state.device.device_id: state for state in survey.devices} if survey is not None else {}
     rows = []
     for device in registry.devices():
         keys = [{"key_id": k.key_id, "status": k.status} for k in registry.keys_of(device.device_id)]
         site = {"site_id": device.site.site_id, "site_type": device.site.site_type, "name": device.site.name}
         state = states.get(device.device_id)
-        status = "retired" if state is None else ("silent" if state.silent else "online")
-        seen = _when(state.last_seen_at) if state is not None else None
+        if device.retired_at is not None:
+            status, seen = "retired", None
+        elif state is None:  # no last-seen table, or registered since the survey read the registry
+            status, seen = "unknown", None
+        else:
+            status, seen = ("silent" if state.silent else "online"), _when(state.last_seen_at)
         rows.append({"device_id": device.device_id, "site": site, "keys": keys, "state": status, "last_seen": seen})
-    rate = survey.online_rate
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))  # the online rate: the share of "online" rows
         return 0
     for row in rows:
         shown = ", ".join(f"{k['key_id']} ({k['status']})" for k in row["keys"]) or "no keys"
         site = row["site"]
-        seen = f"last seen {row['last_seen']}" if row["last_seen"] else "retired"
+        seen = f"last seen {row['last_seen']}" if row["last_seen"] else ""
         print(
             f"{row['device_id']}  {site['site_type']:<22} {site['site_id']}  {site['name']}  {row['state']:<7} {seen}"
             f"  keys: {shown}"
         )
-    online = len(survey.devices) - len(survey.silent)
-    shown_rate = f"{rate:.0%}" if rate is not None else "n/a"
-    print(f"online rate: {shown_rate} ({online} of {len(survey.devices)} registered devices not silent)")
+    if survey is not None:
+        online, rate = len(survey.devices) - len(survey.silent), survey.online_rate
+        shown_rate = f"{rate:.0%}" if rate is not None else "n/a"
+        print(f"online rate: {shown_rate} ({online} of {len(survey.devices)} registered devices not silent)")
     return 0
 
 

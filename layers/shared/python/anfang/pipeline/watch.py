@@ -38,6 +38,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
+from pydantic import ValidationError
+
 from anfang.aws.batch import Message, string_attributes
 from anfang.aws.last_seen import LastSeenTable, Silence
 from anfang.aws.registry import DeviceRecord
@@ -45,7 +47,7 @@ from anfang.aws.topics import publish_batch
 from anfang.contracts import RECORD_SCHEMA, QueuedEvent, SiteView
 from anfang.contracts.events import validate_event
 from anfang.pipeline.enrich import Enrichment
-from anfang.pipeline.redact import DataKeys, Redactor
+from anfang.pipeline.redact import DataKeys, RedactError, Redactor
 
 __all__ = [
     "CLOUD_KEY_ID",
@@ -166,7 +168,11 @@ class PoliceNotifier:
         messages: list[Message] = []
         event_ids: dict[str, tuple[str, str]] = {}
         for n, state in enumerate(states):
-            event_id, body = self.record(state, now=now)
+            try:
+                event_id, body = self.record(state, now=now)
+            except (RedactError, ValidationError) as exc:  # one device's record never holds back the others'
+                logger.error("offline record not built", extra={"device_id": state.device.device_id, "error": str(exc)})
+                continue
             attributes = string_attributes(
                 {
                     "event_type": "device_status",
