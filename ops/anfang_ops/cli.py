@@ -3,6 +3,7 @@
     anfang towns render [--check]                    infra/towns/*.toml → samconfig.toml
     anfang towns new --code C --name N               a new town file (then samconfig.toml rendered)
     anfang devices register|revoke|list|retire --stack-name S    the device registry
+    anfang devices silent --stack-name S [--notify]  devices silent past their threshold; --notify reports them
     anfang devices import devices.csv --stack-name S [--dry-run]    bulk registration, reported per row
     anfang sites update --stack-name S --site-id X [--name N] [--site-type T]
     anfang partners register|list|revoke --stack-name S   the health commission's key
@@ -258,22 +259,143 @@ def _devices_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _survey(stack_name: str) -> Any:
+    """The device watch's view of the stack now: every registered, non-retired device's state (two Scans)."""
+    from anfang.aws.last_seen import LastSeenTable  # noqa: PLC0415
+    from anfang.pipeline.settings import DEFAULT_SILENT_DEVICE_THRESHOLDS, SiteThresholds  # noqa: PLC0415
+    from anfang.pipeline.watch import DeviceWatch  # noqa: PLC0415
+
+    outputs = _outputs(stack_name)
+    if "LastSeenTableName" not in outputs:
+        raise CliError(f"stack {stack_name} has no last-seen table; deploy the current template")
+    try:
+        thresholds = SiteThresholds.parse(outputs.get("SilentThresholds", DEFAULT_SILENT_DEVICE_THRESHOLDS))
+    except ValueError as exc:
+        raise CliError(f"the stack's SilentDeviceThresholds: {exc}") from exc
+    watch = DeviceWatch(
+        registry=_registry(stack_name),
+        activity=LastSeenTable(_client("dynamodb"), outputs["LastSeenTableName"]),
+        thresholds=thresholds,
+    )
+    return watch.survey()
+
+
+def _notify(stack_name: str) -> Any:
+    """Run the device watch from here, as its schedule would: report every silence not reported yet."""
+    import boto3  # noqa: PLC0415
+
+    from anfang.aws.environment import SettingsError  # noqa: PLC0415
+    from anfang.pipeline.settings import DeviceWatchSettings  # noqa: PLC0415
+    from anfang.pipeline.watch_wiring import build_watch  # noqa: PLC0415
+
+    outputs = _outputs(stack_name)
+    names = {
+        "TOWN_CODE": "TownCode",
+        "DEVICES_TABLE_NAME": "DevicesTableName",
+        "LAST_SEEN_TABLE_NAME": "LastSeenTableName",
+        "POLICE_VIDEO_TOPIC_ARN": "PoliceVideoTopicArn",
+        "PSEUDONYM_SECRET_ARN": "PseudonymSecretArn",
+        "RAW_IMAGE_BUCKET_NAME": "RawImageBucketName",
+        "IMAGE_BUCKET_NAME": "ImageBucketName",
+        "SILENT_DEVICE_THRESHOLDS": "SilentThresholds",
+    }
+    missing = sorted(output for output in names.values() if output not in outputs)
+    if missing:
+        raise CliError(f"stack {stack_name} lacks the outputs {', '.join(missing)}; deploy the current template")
+    try:
+        watch = build_watch(
+            DeviceWatchSettings.from_env({variable: outputs[output] for variable, output in names.items()}),
+            session=boto3.session.Session(),
+        )
+    except SettingsError as exc:
+        raise CliError(str(exc)) from exc
+    return watch.run()
+
+
+def _ago(seconds: int) -> str:
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def _when(epoch: int | None) -> str:
+    import datetime as dt  # noqa: PLC0415
+
+    return "never" if epoch is None else dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
 def _devices_list(args: argparse.Namespace) -> int:
     import json  # noqa: PLC0415
 
     registry = _registry(args.stack_name)
+    # a stack deployed before issue 19 has no last-seen table: its devices are listed without a state
+    survey = _survey(args.stack_name) if "LastSeenTableName" in _outputs(args.stack_name) else None
+    states = {state.device.device_id: state for state in survey.devices} if survey is not None else {}
     rows = []
     for device in registry.devices():
         keys = [{"key_id": k.key_id, "status": k.status} for k in registry.keys_of(device.device_id)]
         site = {"site_id": device.site.site_id, "site_type": device.site.site_type, "name": device.site.name}
-        rows.append({"device_id": device.device_id, "site": site, "keys": keys})
+        state = states.get(device.device_id)
+        if device.retired_at is not None:
+            status, seen = "retired", None
+        elif state is None:  # no last-seen table, or registered since the survey read the registry
+            status, seen = "unknown", None
+        else:
+            status, seen = ("silent" if state.silent else "online"), _when(state.last_seen_at)
+        rows.append({"device_id": device.device_id, "site": site, "keys": keys, "state": status, "last_seen": seen})
     if args.json:
-        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        print(json.dumps(rows, ensure_ascii=False, indent=2))  # the online rate: the share of "online" rows
         return 0
     for row in rows:
         shown = ", ".join(f"{k['key_id']} ({k['status']})" for k in row["keys"]) or "no keys"
         site = row["site"]
-        print(f"{row['device_id']}  {site['site_type']:<22} {site['site_id']}  {site['name']}  keys: {shown}")
+        seen = f"last seen {row['last_seen']}" if row["last_seen"] else ""
+        print(
+            f"{row['device_id']}  {site['site_type']:<22} {site['site_id']}  {site['name']}  {row['state']:<7} {seen}"
+            f"  keys: {shown}"
+        )
+    if survey is not None:
+        online, rate = len(survey.devices) - len(survey.silent), survey.online_rate
+        shown_rate = f"{rate:.0%}" if rate is not None else "n/a"
+        print(f"online rate: {shown_rate} ({online} of {len(survey.devices)} registered devices not silent)")
+    return 0
+
+
+def _devices_silent(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    result = _notify(args.stack_name) if args.notify else _survey(args.stack_name)
+    silent = result.silent
+    reported_now = set(result.reported)
+    rows = [
+        {
+            "device_id": s.device.device_id,
+            "site_id": s.device.site.site_id,
+            "site_type": s.device.site.site_type,
+            "last_seen": _when(s.last_seen_at),
+            "silent_secs": s.silent_secs,
+            "threshold_secs": s.silent_after_secs,
+            "reported_event_id": s.reported.event_id if s.reported is not None else None,
+            "reported_now": s.device.device_id in reported_now,
+        }
+        for s in silent
+    ]
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    for row in rows:
+        if row["reported_now"]:
+            reported = "reported now"
+        elif row["reported_event_id"]:
+            reported = f"reported {row['reported_event_id']}"
+        else:
+            reported = "not reported yet"
+        print(
+            f"{row['device_id']}  {row['site_type']:<22} {row['site_id']}  last seen {row['last_seen']}  "
+            f"silent {_ago(row['silent_secs'])} (threshold {_ago(row['threshold_secs'])})  {reported}"
+        )
+    print(f"{len(rows)} silent device(s)" + (f", {len(reported_now)} reported now" if args.notify else ""))
+    if args.notify and result.failed:
+        raise CliError(f"{len(result.failed)} offline record(s) could not be published; run again")
     return 0
 
 
@@ -443,7 +565,14 @@ def _local_up(args: argparse.Namespace) -> int:
         town = find_town(Path(args.root) / "infra" / "towns", args.town)
     except TownConfigError as exc:
         raise CliError(str(exc)) from exc
-    stack = LocalStack(Path(args.root), Path(args.state_dir), town=town, aws_port=args.aws_port, api_port=args.api_port)
+    stack = LocalStack(
+        Path(args.root),
+        Path(args.state_dir),
+        town=town,
+        aws_port=args.aws_port,
+        api_port=args.api_port,
+        schedule_interval_max_secs=args.schedule_interval_secs,
+    )
     info = stack.start()
     try:
         print(f"local stack {info.stack_name} (town {info.town}) is up")
@@ -518,10 +647,19 @@ def _add_registry(sub: Any) -> None:
     revoke.add_argument("--stack-name", required=True)
     revoke.add_argument("--key-id", required=True, help=_KEY_ID_HELP)
     revoke.set_defaults(run=_devices_revoke)
-    listing = devices.add_parser("list", help="registered devices, their sites and keys")
+    listing = devices.add_parser("list", help="registered devices, their sites, keys, last seen and the online rate")
     listing.add_argument("--stack-name", required=True)
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(run=_devices_list)
+    silent = devices.add_parser("silent", help="registered devices silent past their site type's threshold")
+    silent.add_argument("--stack-name", required=True)
+    silent.add_argument("--json", action="store_true")
+    silent.add_argument(
+        "--notify",
+        action="store_true",
+        help="run the device watch now: send the police a device_status offline record for each silence not sent",
+    )
+    silent.set_defaults(run=_devices_silent)
     bulk = devices.add_parser("import", help="register devices and bind keys from a CSV file, reporting per row")
     bulk.add_argument("file", help="CSV with the header device_id,site_id,site_type,site_name,public_key")
     bulk.add_argument("--stack-name", required=True)
@@ -622,6 +760,12 @@ def _add_local(sub: Any) -> None:
     up.add_argument("--state-dir", default=".anfang/local")
     up.add_argument("--aws-port", type=int, default=0, help="moto server port (default: a free one)")
     up.add_argument("--api-port", type=int, default=0, help="API port (default: a free one)")
+    up.add_argument(
+        "--schedule-interval-secs",
+        type=float,
+        default=60,
+        help="run scheduled functions (the device watch) at most this far apart (default 60; the template's is 300)",
+    )
     up.set_defaults(run=_local_up)
     demo = local.add_parser("demo", help="run the whole system locally with simulated sites and report")
     demo.add_argument("--root", default=".", help="the repository (template.yaml, functions/, infra/towns/)")

@@ -27,6 +27,7 @@ import pytest
 from aws_lambda_powertools.utilities.validation import validate as powertools_validate
 
 from anfang.api.ingest import EventIngest
+from anfang.aws.last_seen import LastSeenWriter
 from anfang.aws.metrics import MemoryMetrics
 from anfang.aws.nonces import DynamoNonceStore
 from anfang.aws.queues import EventQueue
@@ -101,6 +102,7 @@ class _MeteredClient:
 class Bench:
     stack: Stack
     ingest: EventIngest
+    ingest_last_seen_due: EventIngest  # its last-seen writer has no interval: every batch writes its devices
     device: Device
     meter: AwsMeter
     sqs: Any
@@ -151,15 +153,23 @@ def bench(moto_endpoint: str) -> Iterator[Bench]:
         ddb, sqs, s3 = (meter.attach(session.client(name)) for name in ("dynamodb", "sqs", "s3"))
         registry = DeviceRegistry(ddb, stack.names["devices"], town_code=TOWN, cache_ttl_secs=300)
         device = register_device(registry)
-        ingest = EventIngest(
-            verifier=Verifier(registry, DynamoNonceStore(ddb, stack.names["nonces"])),
-            images=RawImageStore(s3, stack.names["raw_bucket"], town_code=TOWN, kms_key_id=stack.names["kms_key"]),
-            seen=SeenEvents(ddb, stack.names["seen"]),
-            analyse=EventQueue(sqs, stack.names["analyse_queue"]),
-            process=EventQueue(sqs, stack.names["process_queue"]),
-            metrics=MemoryMetrics(),
-        )
-        yield Bench(stack, ingest, device, meter, session.client("sqs"), session.client("dynamodb"))
+
+        def ingest(last_seen_interval_secs: float) -> EventIngest:
+            return EventIngest(
+                verifier=Verifier(registry, DynamoNonceStore(ddb, stack.names["nonces"])),
+                images=RawImageStore(s3, stack.names["raw_bucket"], town_code=TOWN, kms_key_id=stack.names["kms_key"]),
+                seen=SeenEvents(ddb, stack.names["seen"]),
+                analyse=EventQueue(sqs, stack.names["analyse_queue"]),
+                process=EventQueue(sqs, stack.names["process_queue"]),
+                metrics=MemoryMetrics(),
+                last_seen=LastSeenWriter(
+                    ddb, stack.environment["LAST_SEEN_TABLE_NAME"], min_interval_secs=last_seen_interval_secs
+                ),
+            )
+
+        # bench.ingest: the throttle's steady state (the device was written within the interval, 60 s in the template;
+        # an hour here so that a slow run never crosses it mid-way); ingest_last_seen_due: its worst case
+        yield Bench(stack, ingest(3600), ingest(0), device, meter, session.client("sqs"), session.client("dynamodb"))
 
 
 def plain_events(n: int) -> list[dict[str, Any]]:
@@ -178,7 +188,10 @@ def face_events(n: int) -> list[dict[str, Any]]:
     return [face_event() for _ in range(n)]
 
 
-def _run(benchmark: Any, bench: Bench, make_events: Any, label: str) -> dict[str, Any]:
+def _run(
+    benchmark: Any, bench: Bench, make_events: Any, label: str, ingest: EventIngest | None = None
+) -> dict[str, Any]:
+    ingest = ingest or bench.ingest
     own_seconds: list[float] = []
     calls: list[Counter[str]] = []
 
@@ -202,7 +215,7 @@ def _run(benchmark: Any, bench: Bench, make_events: Any, label: str) -> dict[str
 
     def handle(*args: Any) -> None:
         started = time.thread_time()
-        outcome = bench.ingest.handle(*args)
+        outcome = ingest.handle(*args)
         wall = time.thread_time() - started
         assert outcome.response.status == 202, outcome.response.body
         assert json.loads(outcome.response.body)["accepted"] == EVENTS_PER_BATCH
@@ -234,6 +247,13 @@ def test_bench_ingest_100_events_without_images(benchmark: Any, bench: Bench) ->
     info = _run(benchmark, bench, plain_events, "100 events, no images")
     assert info["aws_calls_per_event"] <= 0.15
     assert info["aws_calls_per_batch"]["SendMessageBatch"] == 10
+
+
+def test_bench_ingest_100_events_without_images_last_seen_due_every_batch(benchmark: Any, bench: Bench) -> None:
+    # the worst case of the last-seen throttle: the batch's device is due on every request (one BatchWriteItem)
+    info = _run(benchmark, bench, plain_events, "100 events, no images, last-seen due", bench.ingest_last_seen_due)
+    assert info["aws_calls_per_event"] <= 0.15
+    assert info["aws_calls_per_batch"]["BatchWriteItem"] == 1
 
 
 def test_bench_ingest_100_events_with_a_face_crop_each(benchmark: Any, bench: Bench) -> None:

@@ -26,7 +26,7 @@ from typing import Any, Final
 
 from anfang_ops.template import load_template, transform_template
 
-__all__ = ["DeployedStack", "LocalFunction", "QueueTrigger", "S3Trigger", "deploy_stack"]
+__all__ = ["DeployedStack", "LocalFunction", "QueueTrigger", "S3Trigger", "ScheduleTrigger", "deploy_stack"]
 
 IN_PROCESS: Final = frozenset(
     {
@@ -42,6 +42,7 @@ IN_PROCESS: Final = frozenset(
         "AWS::Logs::LogGroup",
         "AWS::CloudWatch::Alarm",
         "AWS::CloudWatch::Dashboard",  # its widgets name the functions; locally `anfang status` shows the same
+        "AWS::Events::Rule",  # a schedule: the local stack runs the function on its own timer (ScheduleTrigger)
     }
 )
 # Resource policies and the API's web ACL: moto enforces neither, so the local stack skips them.
@@ -78,6 +79,24 @@ class S3Trigger:
     on_failure_queue_url: str | None
 
 
+@dataclass(frozen=True)
+class ScheduleTrigger:
+    """An EventBridge schedule of a function: its expression and the period it gives (``rate(...)`` only)."""
+
+    expression: str
+    period_secs: int | None  # None: a cron() expression, which the local stack does not run on its own
+
+
+_RATE = re.compile(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)")
+_UNIT_SECS: Final = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+def schedule_period_secs(expression: str) -> int | None:
+    """The period of a ``rate(N unit)`` expression in seconds; None for anything else (``cron(...)``)."""
+    match = _RATE.fullmatch(expression.strip())
+    return int(match.group(1)) * _UNIT_SECS[match.group(2).rstrip("s")] if match else None
+
+
 @dataclass
 class LocalFunction:
     """A function of the template as the local runtime runs it."""
@@ -90,6 +109,7 @@ class LocalFunction:
     environment: dict[str, str]
     queue_triggers: list[QueueTrigger] = field(default_factory=list)
     s3_triggers: list[S3Trigger] = field(default_factory=list)
+    schedule_triggers: list[ScheduleTrigger] = field(default_factory=list)
     api_routes: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -199,6 +219,7 @@ def deploy_stack(
             props["VisibilityTimeout"] = min(int(props["VisibilityTimeout"]), visibility_timeout_max_secs)
         stack_resources[name] = _substitute(local, literals)
 
+    # outputs naming a resource made outside the stack (a secret's ARN) carry its literal id
     outputs = {
         k: _substitute(v, literals)
         for k, v in cfn_template.get("Outputs", {}).items()
@@ -239,7 +260,7 @@ def deploy_stack(
     queue_arns = {url: _queue_arn(sqs, url) for url in physical.values() if url.startswith("http")}  # once each
     _subscribe(session.client("sns", endpoint_url=endpoint_url), deferred, physical, queue_arns)
     _version_buckets(session.client("s3", endpoint_url=endpoint_url), resources, physical)
-    functions = _functions(source, in_process, resolved, env_outputs, physical, queue_arns)
+    functions = _functions(source, in_process, resolved, env_outputs, physical, queue_arns, parameters)
     public_outputs = {k: v for k, v in resolved.items() if k not in env_outputs}
     for name, secret_arn in literals.items():
         public_outputs[f"{name}Arn"] = secret_arn
@@ -312,6 +333,7 @@ def _functions(
     env_outputs: dict[str, tuple[str, str]],
     physical: dict[str, str],
     queue_arns: dict[str, str],
+    parameters: dict[str, str],
 ) -> dict[str, LocalFunction]:
     functions: dict[str, LocalFunction] = {}
     for name, resource in in_process.items():
@@ -364,6 +386,17 @@ def _functions(
                         on_failure_queue_url=failure_url,
                     )
                 )
+            elif event["Type"] == "Schedule":
+                expression = _schedule_expression(event["Properties"]["Schedule"], source, parameters)
+                functions[name].schedule_triggers.append(ScheduleTrigger(expression, schedule_period_secs(expression)))
             elif event["Type"] == "Api":
                 functions[name].api_routes.append((event["Properties"]["Method"].upper(), event["Properties"]["Path"]))
     return functions
+
+
+def _schedule_expression(value: Any, source: dict[str, Any], parameters: dict[str, str]) -> str:
+    """A Schedule event's expression: a literal, or a ``Ref`` of a parameter (given, or its default)."""
+    if isinstance(value, str):
+        return value
+    name = value["Ref"]
+    return parameters.get(name) or str(source["Parameters"][name]["Default"])

@@ -21,7 +21,7 @@ from anfang_ops.towns import TownConfig, load_towns
 
 from .deploy import DeployedStack, deploy_stack
 from .metrics import EmfForwarder
-from .pollers import S3Poller, SqsPoller, StageTiming
+from .pollers import S3Poller, ScheduleRunner, SqsPoller, StageTiming
 from .runtime import WorkerPool, apply_environment, load_handler
 
 __all__ = ["LocalStack", "StackInfo"]
@@ -69,6 +69,7 @@ class LocalStack:
         retry_delay_secs: int = 1,
         visibility_timeout_max_secs: int = 30,
         analyse_workers: int | None = None,
+        schedule_interval_max_secs: float = 60,
     ) -> None:
         self.root = root.resolve()
         self.state_dir = state_dir
@@ -80,12 +81,14 @@ class LocalStack:
         # Lambda scales the CPU-bound analyse function out over containers; locally it gets a process per core
         self.analyse_workers = analyse_workers if analyse_workers is not None else (os.cpu_count() or 1)
         self._pools: list[WorkerPool] = []
+        # a schedule runs at most this far apart locally (the template's five minutes is long for a demo)
+        self.schedule_interval_max_secs = schedule_interval_max_secs
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._moto: Any = None
         self._api: Any = None
         self.deployed: DeployedStack | None = None
-        self.pollers: list[SqsPoller | S3Poller] = []
+        self.pollers: list[SqsPoller | S3Poller | ScheduleRunner] = []
         #: per message handled by a queue-triggered function: where its time went (see ``StageTiming``)
         self.timings: list[StageTiming] = []
         self.info: StackInfo | None = None
@@ -166,6 +169,12 @@ class LocalStack:
                 )
             for s3_trigger in function.s3_triggers:
                 self.pollers.append(S3Poller(s3, sqs, function, handler, s3_trigger, region, self._stop))
+            for schedule in function.schedule_triggers:
+                period = schedule.period_secs or self.schedule_interval_max_secs  # cron(): run it at the local pace
+                interval = min(period, self.schedule_interval_max_secs)
+                self.pollers.append(
+                    ScheduleRunner(function, handler, schedule, region, self._stop, interval_secs=interval)
+                )
             if function.api_routes:
                 api_url = self._serve_api(handler, function.timeout_secs)
         for poller in self.pollers:
@@ -228,3 +237,10 @@ class LocalStack:
             os.environ.clear()
             os.environ.update(self._saved_environ)
             self._saved_environ = None
+
+    def run_schedule(self, function_name: str) -> Any:
+        """Run a scheduled function now, as its schedule would (its answer; None if it raised)."""
+        for poller in self.pollers:
+            if isinstance(poller, ScheduleRunner) and poller.function.name == function_name:
+                return poller.invoke()
+        raise KeyError(f"{function_name} has no schedule in this stack")

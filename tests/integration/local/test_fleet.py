@@ -25,7 +25,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with LocalStack(ROOT, tmp_path_factory.mktemp("fleet"), town=TOWN) as local:
+    # the device watch runs only when a test runs it (run_schedule), never on its own timer mid-test
+    with LocalStack(ROOT, tmp_path_factory.mktemp("fleet"), town=TOWN, schedule_interval_max_secs=3600) as local:
         yield local
 
 
@@ -176,3 +177,78 @@ def test_partner_keys_are_listed_and_revoked_and_device_keys_are_not_partners(
     assert "is a device key" in capsys.readouterr().err
     assert anfang(["partners", "revoke", *name, "--key-id", "nope"]) == 2
     # a key id may start with "-" (base64url): the --key-id=K form always parses
+
+
+def test_devices_list_and_silent_show_last_seen_and_the_watch_reports_a_silence_once(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import datetime as dt
+
+    import boto3
+
+    from anfang.aws.registry import Site
+
+    assert stack.info is not None
+    name = ["--stack-name", stack.info.stack_name]
+    client = boto3.client("dynamodb", region_name=stack.info.region, endpoint_url=stack.info.aws_endpoint_url)
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)
+    old = DeviceRegistry(client, stack.info.outputs["DevicesTableName"], town_code=stack.info.town, now=lambda: past)
+    # GIVEN a camera that posts now, and a village camera registered three hours ago and never heard from
+    talker, mute = f"{PREFIX}000301", f"{PREFIX}000302"
+    old.register_device(talker, Site("tz-301", "residential_closed", "Riverside"))
+    old.register_device(mute, Site("tz-302", "rural", "Hilltop village"))
+    private = generate_private_key()
+    key = _registry(stack).add_key(private.public_key(), role="device", device_ids=[talker])
+    assert _post(stack, Signer(key.key_id, private), talker).status_code == 202
+    # WHEN ops list the devices
+    capsys.readouterr()
+    assert anfang(["devices", "list", *name, "--json"]) == 0
+    out = capsys.readouterr().out
+    rows = {r["device_id"]: r for r in json.loads(out[out.index("[\n") :])}
+    # THEN the talker is online with a last-seen time, the mute one silent and never seen
+    assert rows[talker]["state"] == "online" and rows[talker]["last_seen"] != "never"
+    assert rows[mute]["state"] == "silent" and rows[mute]["last_seen"] == "never"
+    assert anfang(["devices", "list", *name]) == 0
+    assert any(line.startswith("online rate: ") for line in _lines(capsys.readouterr().out))
+    # AND `devices silent` names the mute one, not reported yet
+    assert anfang(["devices", "silent", *name]) == 0
+    lines = _lines(capsys.readouterr().out)
+    assert any(line.startswith(mute) and line.endswith("not reported yet") for line in lines)
+    assert not any(line.startswith(talker) for line in lines)
+    # WHEN the device watch runs twice on its schedule
+    first = stack.run_schedule("DeviceWatchFunction")
+    second = stack.run_schedule("DeviceWatchFunction")
+    # THEN the silence is reported once, and `devices silent` says under which event id
+    assert mute in first["reported"] and mute not in second["reported"]
+    assert anfang(["devices", "silent", *name, "--json"]) == 0
+    out = capsys.readouterr().out
+    silent = {r["device_id"]: r for r in json.loads(out[out.index("[\n") :])}
+    assert silent[mute]["reported_event_id"] is not None
+
+
+def test_devices_silent_notify_reports_a_new_silence_from_the_cli_once(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import datetime as dt
+
+    import boto3
+
+    from anfang.aws.registry import Site
+
+    assert stack.info is not None
+    name = ["--stack-name", stack.info.stack_name]
+    client = boto3.client("dynamodb", region_name=stack.info.region, endpoint_url=stack.info.aws_endpoint_url)
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    old = DeviceRegistry(client, stack.info.outputs["DevicesTableName"], town_code=stack.info.town, now=lambda: past)
+    # GIVEN a key-site camera registered an hour ago and never heard from (threshold 30 min)
+    mute = f"{PREFIX}000401"
+    old.register_device(mute, Site("tz-401", "key_site", "Bus station"))
+    # WHEN ops run `devices silent --notify` twice
+    capsys.readouterr()
+    assert anfang(["devices", "silent", *name, "--notify"]) == 0
+    first = _lines(capsys.readouterr().out)
+    assert anfang(["devices", "silent", *name, "--notify"]) == 0
+    second = _lines(capsys.readouterr().out)
+    # THEN the first run reports it, the second says under which event id it was reported
+    assert any(line.startswith(mute) and line.endswith("reported now") for line in first)
+    assert any(line.startswith(mute) and " reported " in line and "now" not in line for line in second)

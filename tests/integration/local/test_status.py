@@ -69,11 +69,20 @@ def test_status_shows_what_the_api_and_the_pipeline_counted(tmp_path: Path, caps
             if all(numbers["Delivered per destination"].get(d) == 3 for d in ("gov_cloud", "police_video")):
                 break
             time.sleep(1)
+        # AND the device watch has run on its schedule (run now rather than wait a minute)
+        assert stack.run_schedule("DeviceWatchFunction")["counts"]["DevicesSeen"] == 1
+        while time.monotonic() < deadline:
+            numbers = _status(capsys, info.stack_name)
+            if numbers["Devices seen in the last hour"].get("devices seen") == 1:
+                break
+            time.sleep(1)
         # THEN the API's counters, the rejection by code and the deliveries per destination are the real ones
         assert numbers["Events at the API"] == {"received": 4, "accepted": 3, "duplicate": None, "rejected": 1}
         assert numbers["Rejected at the API, by code"] == {"payload_invalid": 1}
         assert numbers["Delivered per destination"] == {"gov_cloud": 3, "police_video": 3}
         assert set(numbers["Dead letters"].values()) == {0}
+        # AND the devices seen in the last hour: the one device that posted (DevicesSeen, from the device watch)
+        assert numbers["Devices seen in the last hour"] == {"devices seen": 1}
         # AND the text form has a row per series with a sparkline
         capsys.readouterr()
         assert anfang(["status", "--stack-name", info.stack_name]) == 0

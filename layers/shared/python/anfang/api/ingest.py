@@ -13,8 +13,12 @@ The idempotency key is (device_id, event_id) at every step (in-batch duplicates,
 raw-image keys, queue message keys): an event id is unique per device only, so an event id that another
 device already used is a new event, never a ``duplicate`` of it (docs/api.md, "Events").
 
+The devices of the batch's valid events are recorded as seen (``aws.last_seen``: one BatchWriteItem for the
+devices this container has not written in the last ``min_interval_secs``, none when all were; fail open).
+
 AWS calls for a 100-event batch without images, warm registry cache: 1 nonce PutItem, 1 BatchGetItem,
-10 SendMessageBatch, 1 TransactWriteItems = 13 (0.13 per event).
+10 SendMessageBatch, 1 TransactWriteItems = 13 (0.13 per event), plus at most 1 BatchWriteItem of last-seen
+times (0.14), made only when one of the batch's devices was not written by this container within the interval.
 
 >>> ingest = EventIngest(verifier=verifier, images=store, seen=seen, analyse=analyse_q, process=process_q,
 ...                      metrics=MemoryMetrics())
@@ -49,6 +53,7 @@ from anfang.api.http import (
     require_json_content_type,
 )
 from anfang.api.images import CheckedImage, check_image
+from anfang.aws.last_seen import LastSeenWriter
 from anfang.aws.metrics import StageMetrics
 from anfang.aws.queues import EventQueue
 from anfang.aws.raw_images import RawImageStore
@@ -152,8 +157,10 @@ class EventIngest:
         executor: Executor | None = None,
         validate: Callable[[Any], EventBase] = _validate_event,
         clock: Callable[[], float] = time.time,
+        last_seen: LastSeenWriter | None = None,
     ) -> None:
         self._verifier = verifier
+        self._last_seen = last_seen
         self._images = images
         self._seen = seen
         self._analyse = analyse
@@ -216,6 +223,7 @@ class EventIngest:
             results[index] = rejected(raw.get("event_id") if isinstance(raw, dict) else None, error)
             self._metrics.count("rejected", reason=exc.code)
         pending = self._check(raw_events, results)
+        self._record_seen({item.event.device_id for item in pending})
         pending = self._dedupe(pending, results)
         pending = self._store_images(pending, results)
         self._enqueue(pending, results, key_id=key_id)
@@ -269,6 +277,16 @@ class EventIngest:
         except ImageError as exc:
             error = EventError(code=exc.code, detail=f"images.{n}: {exc.detail}", field=f"images.{n}")
             raise _ImageRejectedError(error) from None
+
+    def _record_seen(self, device_ids: set[str]) -> None:
+        """The devices of valid events were heard from: one throttled write; a failure never fails the request."""
+        if self._last_seen is None or not device_ids:
+            return
+        try:
+            self._last_seen.touch(device_ids, at=self._clock())
+        except (ClientError, BotoCoreError, RuntimeError) as exc:
+            _log.warning("last-seen write failed: %s", type(exc).__name__)
+            self._metrics.count("last_seen_failed")
 
     def _dedupe(self, pending: list[_Pending], results: list[EventResult | None]) -> list[_Pending]:
         if not pending:

@@ -30,6 +30,14 @@ class ApiSettings(FunctionSettings):
     raw_image_kms_key_id: str | None = Field(
         default=None, alias="RAW_IMAGE_KMS_KEY_ID", description="KMS key for SSE-KMS; the bucket default if unset"
     )
+    last_seen_table_name: str = Field(alias="LAST_SEEN_TABLE_NAME", min_length=3)
+    last_seen_interval_secs: int = Field(
+        default=60,
+        ge=1,
+        le=3600,
+        alias="LAST_SEEN_INTERVAL_SECS",
+        description="a device's last-seen time is written at most once per this many seconds per container",
+    )
     analyse_queue_url: str = Field(alias="ANALYSE_QUEUE_URL", min_length=8)
     process_queue_url: str = Field(alias="PROCESS_QUEUE_URL", min_length=8)
 

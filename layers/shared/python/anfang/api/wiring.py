@@ -21,6 +21,7 @@ from anfang.api.health_codes import HealthCodeApi
 from anfang.api.ingest import EventIngest
 from anfang.api.rate_limit import KeyRateLimiter
 from anfang.api.settings import ApiSettings
+from anfang.aws.last_seen import LastSeenWriter
 from anfang.aws.metrics import PowertoolsMetrics, StageMetrics
 from anfang.aws.nonces import DynamoNonceStore
 from anfang.aws.queues import EventQueue
@@ -89,6 +90,9 @@ def build_api(settings: ApiSettings, *, session: Any = None, metrics: Any = None
         process=EventQueue(sqs, settings.process_queue_url),
         metrics=counters,
         executor=executor,
+        last_seen=LastSeenWriter(
+            dynamodb, settings.last_seen_table_name, min_interval_secs=settings.last_seen_interval_secs
+        ),
     )
     health = None
     if settings.health_codes_enabled:

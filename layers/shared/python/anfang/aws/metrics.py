@@ -13,13 +13,15 @@ A ``reason`` is always an ``ErrorCode`` value, so its set is fixed by the contra
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
 from anfang.contracts.problems import ErrorCode
 
-__all__ = ["MemoryMetrics", "PowertoolsMetrics", "StageMetrics"]
+__all__ = ["MemoryMetrics", "PowertoolsMetrics", "StageMetrics", "emit_town_metrics"]
 
 
 class StageMetrics(Protocol):
@@ -64,3 +66,14 @@ class PowertoolsMetrics:
             name=name, unit=self._unit, value=value, namespace=self._namespace, default_dimensions={"town": self._town}
         ) as metric:
             metric.add_dimension(name="reason", value=reason.value)
+
+
+def emit_town_metrics(values: Mapping[str, int], *, namespace: str, town_code: str) -> None:
+    """Print ``values`` as one EMF document whose only dimension is ``town`` (gauges of the whole town, such as
+    ``DevicesSeen``, which the dashboard reads from the ``{anfang,town}`` set; no ``service`` dimension, whatever
+    ``POWERTOOLS_SERVICE_NAME`` says). Zeros are emitted too: a gauge of 0 is a reading."""
+    provider = AmazonCloudWatchEMFProvider(namespace=namespace, service="")  # "": no service dimension
+    provider.add_dimension(name="town", value=town_code)
+    for name, value in sorted(values.items()):
+        provider.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    provider.flush_metrics()

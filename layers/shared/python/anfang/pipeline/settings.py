@@ -11,16 +11,26 @@ The process function's topics and field keys are read per destination from the o
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Final, Self
 
 from pydantic import BeforeValidator, Field, model_validator
 
 from anfang.aws.environment import FunctionSettings
 from anfang.contracts.destinations import DESTINATION_INFO
-from anfang.contracts.types import TownCode
+from anfang.contracts.types import SITE_TYPES, SiteType, TownCode
 from anfang.pipeline.thumbnails import DEFAULT_DERIVED_KINDS, DerivedKind
 
-__all__ = ["AnalyseSettings", "DerivedKinds", "ProcessSettings"]
+__all__ = [
+    "DEFAULT_SILENT_AFTER_SECS",
+    "DEFAULT_SILENT_DEVICE_THRESHOLDS",
+    "AnalyseSettings",
+    "DerivedKinds",
+    "DeviceWatchSettings",
+    "ProcessSettings",
+    "SiteThresholds",
+    "SilentThresholds",
+    "parse_thresholds",
+]
 
 
 def _comma_separated(value: Any) -> Any:
@@ -96,3 +106,73 @@ class ProcessSettings(FunctionSettings):
         per_destination = {i.topic_env for i in DESTINATION_INFO.values()}
         per_destination |= {i.field_key_env for i in DESTINATION_INFO.values() if i.field_key_env}
         return (super().variables() - {"TOPIC_ARNS", "FIELD_KEY_IDS"}) | per_destination
+
+
+#: Seconds without an event after which a device of a site type not named in ``SILENT_DEVICE_THRESHOLDS`` is silent.
+DEFAULT_SILENT_AFTER_SECS: Final = 3600
+#: The template parameter ``SilentDeviceThresholds``' default: compounds and key sites report often (30 min),
+#: enterprises and office buildings less at night (1 h), villages' links are the least steady (2 h).
+DEFAULT_SILENT_DEVICE_THRESHOLDS: Final = (
+    "residential_new=1800,residential_closed=1800,residential_open=1800,rural=7200,"
+    "enterprise_institution=3600,apartment_office=3600,key_site=1800"
+)
+
+
+def parse_thresholds(value: Any) -> Any:
+    """``site_type=seconds,...`` as a dict; a site type outside the enumeration or a bad number is refused."""
+    if not isinstance(value, str):
+        return value
+    out: dict[str, int] = {}
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        site_type, sep, seconds = part.partition("=")
+        if not sep or site_type.strip() not in SITE_TYPES or not seconds.strip().isdigit():
+            raise ValueError(f"expected site_type=seconds with a site type of {', '.join(SITE_TYPES)}")
+        out[site_type.strip()] = int(seconds)
+    return out
+
+
+#: ``SILENT_DEVICE_THRESHOLDS``: seconds of silence per site type (``residential_closed=1800,rural=7200``).
+SilentThresholds = Annotated[dict[SiteType, Annotated[int, Field(ge=60)]], BeforeValidator(parse_thresholds)]
+
+
+class SiteThresholds:
+    """Silence thresholds per site type, from ``SILENT_DEVICE_THRESHOLDS`` text (what the CLI reads from a stack).
+
+    >>> SiteThresholds.parse("rural=7200").silent_after_secs("rural")
+    7200
+    """
+
+    def __init__(self, by_type: dict[str, int]) -> None:
+        self.by_type = dict(by_type)
+
+    @classmethod
+    def parse(cls, text: str) -> SiteThresholds:
+        """Raises ``ValueError`` on a site type outside the enumeration or a bad number."""
+        return cls(parse_thresholds(text))
+
+    def silent_after_secs(self, site_type: str) -> int:
+        """The silence after which a device at a site of ``site_type`` counts as offline."""
+        return self.by_type.get(site_type, DEFAULT_SILENT_AFTER_SECS)
+
+
+class DeviceWatchSettings(FunctionSettings):
+    """Environment of the device watch (``functions/device_watch``)."""
+
+    town_code: TownCode = Field(alias="TOWN_CODE")
+    devices_table: str = Field(alias="DEVICES_TABLE_NAME", min_length=3)
+    last_seen_table: str = Field(alias="LAST_SEEN_TABLE_NAME", min_length=3)
+    police_topic_arn: str = Field(alias="POLICE_VIDEO_TOPIC_ARN", min_length=1)
+    pseudonym_secrets_arn: str = Field(alias="PSEUDONYM_SECRET_ARN", min_length=1)
+    raw_bucket: str = Field(alias="RAW_IMAGE_BUCKET_NAME", min_length=3)
+    image_bucket: str = Field(alias="IMAGE_BUCKET_NAME", min_length=3)
+    policy_dir: Path | None = Field(default=None, alias="POLICY_DIR", description="a town's own policies")
+    metrics_namespace: str = Field(default="anfang", alias="POWERTOOLS_METRICS_NAMESPACE")
+    thresholds: SilentThresholds = Field(
+        default_factory=lambda: parse_thresholds(DEFAULT_SILENT_DEVICE_THRESHOLDS), alias="SILENT_DEVICE_THRESHOLDS"
+    )
+
+    def silent_after_secs(self, site_type: str) -> int:
+        """The silence after which a device at a site of ``site_type`` counts as offline."""
+        return next((secs for kind, secs in self.thresholds.items() if kind == site_type), DEFAULT_SILENT_AFTER_SECS)
