@@ -25,8 +25,9 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from .config import RetryConfig
+from .config import Gat1400RelayConfig, HttpsRelayConfig, RetryConfig
 from .errors import UpstreamAuthError, UpstreamError
 from .outbox import Key, Outbox, PendingRecord
 from .reader import QueueReader
@@ -49,6 +50,17 @@ class Backoff:
     def delay(self, attempt: int) -> float:
         cap = min(self.retry.max_secs, self.retry.initial_secs * 2 ** max(0, min(attempt - 1, 30)))
         return self._rng.uniform(0, cap)
+
+
+def loop_settings(config: Gat1400RelayConfig | HttpsRelayConfig) -> dict[str, Any]:
+    """The settings of :class:`Relay`'s loops from a relay's config (both configs name them the same way)."""
+    return {
+        "retry": config.retry,
+        "batch_max_records": config.upstream.batch_max_records,
+        "batch_max_bytes": int(config.upstream.batch_max_megabytes * 2**20),
+        "dedupe_window_secs": config.dedupe_window_hours * 3600,
+        "event_types": config.event_types,
+    }
 
 
 class Relay(ABC):

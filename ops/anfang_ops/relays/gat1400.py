@@ -35,7 +35,7 @@ from requests.auth import HTTPDigestAuth
 from anfang.contracts.gat1400 import CONTENT_TYPE, StatusCode
 
 from ..decrypt import DecryptError, Decryptor, is_envelope
-from .base import Delivery, Relay
+from .base import Delivery, Relay, loop_settings
 from .config import Gat1400RelayConfig
 from .errors import ImageFetchError, RecordMappingError, UpstreamAuthError, UpstreamError
 from .images import ImageStore
@@ -200,16 +200,7 @@ class Gat1400Relay(Relay):
         clock: Callable[[], float] = time.time,
     ) -> None:
         upstream = config.upstream
-        super().__init__(
-            outbox=outbox,
-            reader=reader,
-            retry=config.retry,
-            batch_max_records=upstream.batch_max_records,
-            batch_max_bytes=int(upstream.batch_max_megabytes * 2**20),
-            dedupe_window_secs=config.dedupe_window_hours * 3600,
-            event_types=config.event_types,
-            clock=clock,
-        )
+        super().__init__(outbox=outbox, reader=reader, clock=clock, **loop_settings(config))
         self.config = config
         self.client = client or ViewLibraryClient(
             upstream.url,

@@ -37,7 +37,7 @@ import requests
 
 from anfang.contracts import Signer
 
-from .base import Delivery, Relay
+from .base import Delivery, Relay, loop_settings
 from .config import HttpsRelayConfig
 from .errors import UpstreamAuthError, UpstreamError
 from .outbox import Outbox, PendingRecord
@@ -87,16 +87,7 @@ class HttpsRelay(Relay):
         clock: Callable[[], float] = time.time,
     ) -> None:
         upstream = config.upstream
-        super().__init__(
-            outbox=outbox,
-            reader=reader,
-            retry=config.retry,
-            batch_max_records=upstream.batch_max_records,
-            batch_max_bytes=int(upstream.batch_max_megabytes * 2**20),
-            dedupe_window_secs=config.dedupe_window_hours * 3600,
-            event_types=config.event_types,
-            clock=clock,
-        )
+        super().__init__(outbox=outbox, reader=reader, clock=clock, **loop_settings(config))
         self.config = config
         self.url = upstream.url
         self.path = urlsplit(upstream.url).path or "/"
