@@ -59,7 +59,7 @@ from anfang.contracts.problems import PROBLEM_TYPE_PREFIX
 from ..config import HttpSourceConfig
 from ..errors import SpoolFullError
 from ..spool import Spool, SpoolItem, item_from_event
-from .listener import BodyRefusal, BoundedHandler, BoundedHTTPServer
+from .listener import BoundedHandler, BoundedHTTPServer
 
 __all__ = ["DEVICE_HEADER", "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "HttpSource", "sign_request"]
 
@@ -156,13 +156,8 @@ class _Handler(BoundedHandler):
         if not _HEX64.fullmatch(signature):
             self._refuse_code(ErrorCode.SIGNATURE_MISSING, f"{SIGNATURE_HEADER} must be 64 lower-case hex digits")
             return
-        length = self.content_length(source.config.max_body_bytes)
-        if not isinstance(length, int):
-            self.refuse_body(length)
-            return
-        raw = self.read_body(length)
-        if isinstance(raw, BodyRefusal):
-            self.refuse_body(raw)
+        raw = self.body(source.config.max_body_bytes)
+        if raw is None:
             return
         device_id, timestamp = claim.device_id, claim.timestamp
         expected = sign_request(source.secrets[device_id], "POST", _PATH, device_id, timestamp, raw)

@@ -416,6 +416,15 @@ class BoundedHandler(BaseHTTPRequestHandler):
             return BodyRefusal(400, "body_truncated", "the body is shorter than its Content-Length", unread=False)
         return body
 
+    def body(self, cap: int) -> bytearray | None:
+        """The request's body under ``cap`` (``content_length`` then ``read_body``), or None once refused."""
+        length = self.content_length(cap)
+        raw = self.read_body(length) if isinstance(length, int) else length
+        if isinstance(raw, BodyRefusal):
+            self.refuse_body(raw)
+            return None
+        return raw
+
     def refuse_body(self, refusal: BodyRefusal, headers: tuple[tuple[str, str], ...] = ()) -> None:
         """Answer a failed ``content_length``/``read_body``; the connection is not reused."""
         self.server.counters.bump(refusal.reason)

@@ -41,7 +41,7 @@ from anfang.contracts.gat1400 import CONTENT_TYPE, viid_time
 from ...config import Gat1400DeviceConfig, Gat1400SourceConfig
 from ...errors import SpoolFullError
 from ...spool import Spool, SpoolItem, item_from_event
-from ..listener import BodyRefusal, BoundedHandler, BoundedHTTPServer
+from ..listener import BoundedHandler, BoundedHTTPServer
 from .digest import DigestAuth, DigestError, parse_authorization
 from .mapping import (
     Deviation,
@@ -159,13 +159,8 @@ class _Handler(BoundedHandler):
         if isinstance(principal, Reply):
             self._refuse_reply(principal, "unauthenticated")
             return
-        length = self.content_length(source.config.max_body_bytes)
-        if not isinstance(length, int):
-            self.refuse_body(length)
-            return
-        raw = self.read_body(length)
-        if isinstance(raw, BodyRefusal):
-            self.refuse_body(raw)
+        raw = self.body(source.config.max_body_bytes)
+        if raw is None:
             return
         self._send(source.handle_post(path, raw, principal))
 
