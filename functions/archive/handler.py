@@ -39,7 +39,8 @@ def handle(event: dict[str, Any], archiver: Archiver) -> dict[str, Any]:
     result = archiver.archive_batch(messages)
     for name, value in sorted(result.counts.items()):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
-    metrics.flush_metrics()
+    if result.counts:
+        metrics.flush_metrics()
     return result.batch_response()
 
 

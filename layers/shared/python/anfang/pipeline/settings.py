@@ -201,9 +201,7 @@ class ArchiveSettings(FunctionSettings):
     @classmethod
     def variables(cls) -> set[str]:
         """The variables read: the fields' and, per destination, its archive queue variable."""
-        return (super().variables() - {"ARCHIVE_QUEUE_ARNS"}) | {
-            i.archive_queue_env for i in DESTINATION_INFO.values()
-        }
+        return (super().variables() - {"ARCHIVE_QUEUE_ARNS"}) | {i.archive_queue_env for i in DESTINATION_INFO.values()}
 
     def queue_destinations(self) -> dict[str, str]:
         """Archive queue ARN → destination."""
