@@ -79,7 +79,7 @@ def person_key(id_number: str) -> str:
 
 # The functions whose environment ``Stack.env`` merges; the process function's wins where names are shared
 # (only POWERTOOLS_SERVICE_NAME differs: every shared resource name is the same in each).
-PIPELINE_FUNCTIONS = ("AnalyseFunction", "HealthcodeImportFunction", "ProcessFunction")
+PIPELINE_FUNCTIONS = ("AnalyseFunction", "ArchiveFunction", "HealthcodeImportFunction", "ProcessFunction")
 
 
 @dataclass

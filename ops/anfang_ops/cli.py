@@ -11,6 +11,8 @@
     anfang dlq redrive --stack-name S <queue>        move a dead-letter queue back to its source
     anfang consume --stack-name S --destination D --out DIR [--decrypt] [--images]
                                                      the reference consumer: verified, deduplicated NDJSON
+    anfang replay --stack-name S --destination D --since T --until T [--event-type E] [--max-records N] [--dry-run]
+                                                     re-publish archived records of a time range, unchanged
     anfang audit verify --stack-name S [--destination D] [--records FILE] [--complete]
                                                      check the release log's chain and signatures, and records
     anfang status --stack-name S [--json]            the dashboard's numbers: totals and sparklines
@@ -161,6 +163,53 @@ def _audit_verify(args: argparse.Namespace) -> int:
         return 1
     print("verified")
     return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from anfang.aws.archive import RecordArchive  # noqa: PLC0415
+    from anfang.aws.batch import sns_sender  # noqa: PLC0415
+    from anfang.contracts.destinations import DESTINATION_INFO  # noqa: PLC0415
+    from anfang_ops.replay import Replayer, ReplayError, ReplayRange, replay_range  # noqa: PLC0415
+
+    info = DESTINATION_INFO[args.destination]
+    if args.max_records is not None and args.max_records < 1:
+        raise CliError("--max-records must be at least 1")
+    outputs = _outputs(args.stack_name)
+    for name in ("ArchiveBucketName", info.topic_output):
+        if name not in outputs:
+            raise CliError(f"stack {args.stack_name} has no output {name} (deployed before the archive?)")
+    try:
+        since, until = replay_range(args.since, args.until)
+    except ReplayError as exc:
+        raise CliError(str(exc)) from exc
+    scope = ReplayRange(
+        destination=args.destination,
+        since=since,
+        until=until,
+        event_types=frozenset(args.event_type or ()),
+        max_records=args.max_records,
+        dry_run=args.dry_run,
+    )
+
+    def progress(counts: Any) -> None:
+        print(f"read {counts['read']}, matched {counts['matched']}, published {counts['published']}", file=sys.stderr)
+
+    replayer = Replayer(
+        RecordArchive(_client("s3"), outputs["ArchiveBucketName"]),
+        sns_sender(_client("sns"), outputs[info.topic_output]),
+        progress=progress,
+    )
+    try:
+        counts = replayer.run(scope)
+    except ReplayError as exc:
+        raise CliError(str(exc)) from exc
+    mode = " (dry run: nothing published)" if args.dry_run else ""
+    capped = f"; stopped at --max-records {args.max_records}" if counts["capped"] else ""
+    print(
+        f"read {counts['read']}, matched {counts['matched']}, published {counts['published']}, "
+        f"failed {counts['failed']}, duplicates {counts['duplicates']}{capped}{mode}"
+    )
+    return 1 if counts["failed"] else 0
 
 
 def _consume(args: argparse.Namespace) -> int:
@@ -742,6 +791,18 @@ def _add_audit(sub: Any) -> None:
     verify.set_defaults(run=_audit_verify)
 
 
+def _add_replay(sub: Any) -> None:
+    replay = sub.add_parser("replay", help="re-publish archived records of a time range to a destination's topic")
+    replay.add_argument("--stack-name", required=True)
+    replay.add_argument("--destination", choices=["gov_cloud", "police_video"], required=True)
+    replay.add_argument("--since", required=True, help="records received at or after (RFC 3339 with a zone)")
+    replay.add_argument("--until", required=True, help="records received before (RFC 3339 with a zone)")
+    replay.add_argument("--event-type", action="append", default=None, help="only this event type (repeatable)")
+    replay.add_argument("--max-records", type=int, default=10000, help="publish at most this many (default 10000)")
+    replay.add_argument("--dry-run", action="store_true", help="read and count, publish nothing")
+    replay.set_defaults(run=_replay)
+
+
 def _add_status(sub: Any) -> None:
     status = sub.add_parser("status", help="the town dashboard's numbers in the terminal")
     status.add_argument("--stack-name", required=True)
@@ -791,6 +852,7 @@ def parser() -> argparse.ArgumentParser:
     _add_consumers(sub)
     _add_audit(sub)
     _add_consume(sub)
+    _add_replay(sub)
     _add_status(sub)
     _add_local(sub)
     _add_relays(sub)

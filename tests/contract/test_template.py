@@ -282,3 +282,51 @@ def test_both_pipeline_functions_agree_on_the_derived_images_and_the_default_is_
     # the default stores exactly what the default policies send: no unblurred thumbnail nobody reads
     used = set().union(*(derived_kinds_used(p) for p in default_policies().values()))
     assert set(doc["Parameters"]["DerivedImages"]["Default"].split(",")) == used == set(DEFAULT_DERIVED_KINDS)
+
+
+def test_the_archive_bucket_is_encrypted_private_tls_only_and_expires_after_the_retention_parameter() -> None:
+    doc = load_template()
+    resources = doc["Resources"]
+    props = resources["ArchiveBucket"]["Properties"]
+    # SSE-KMS with the stack's data key, no public access, no versioning (an object is written once per batch)
+    (rule,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"] == {
+        "SSEAlgorithm": "aws:kms",
+        "KMSMasterKeyID": {"Fn::GetAtt": ["DataKey", "Arn"]},
+    }
+    assert all(props["PublicAccessBlockConfiguration"].values()) and len(props["PublicAccessBlockConfiguration"]) == 4
+    assert "VersioningConfiguration" not in props
+    # every object expires after ArchiveRetentionDays, 180 by default
+    expirations = [r["ExpirationInDays"] for r in props["LifecycleConfiguration"]["Rules"] if "Prefix" not in r]
+    assert expirations == [{"Ref": "ArchiveRetentionDays"}]
+    assert doc["Parameters"]["ArchiveRetentionDays"]["Default"] == 180
+    # TLS only
+    (statement,) = resources["ArchiveBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Deny" and statement["Principal"] == "*" and statement["Action"] == "s3:*"
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert {"Fn::GetAtt": ["ArchiveBucket", "Arn"]} in statement["Resource"]
+
+
+def test_every_destination_topic_delivers_raw_to_its_archive_queue_which_the_archive_function_drains() -> None:
+    from anfang.contracts.destinations import DESTINATION_INFO  # noqa: PLC0415
+
+    resources = load_template()["Resources"]
+    function = resources["ArchiveFunction"]["Properties"]
+    events = {e["Properties"]["Queue"]["Fn::GetAtt"][0]: e["Properties"] for e in function["Events"].values()}
+    for info in DESTINATION_INFO.values():
+        subscription = resources[f"{info.title}ArchiveSubscription"]["Properties"]
+        assert subscription["TopicArn"] == {"Ref": f"{info.title}Topic"}
+        assert subscription["Protocol"] == "sqs" and subscription["RawMessageDelivery"] is True
+        assert subscription["Endpoint"] == {"Fn::GetAtt": [f"{info.title}ArchiveQueue", "Arn"]}
+        assert "FilterPolicy" not in subscription  # every record is archived
+        queue = resources[f"{info.title}ArchiveQueue"]["Properties"]
+        assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {
+            "Fn::GetAtt": [f"{info.title}ArchiveDeadLetterQueue", "Arn"]
+        }
+        assert f"{info.title}ArchiveDeadLetterAlarm" in resources
+        assert events[f"{info.title}ArchiveQueue"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert function["Environment"]["Variables"][info.archive_queue_env] == {
+            "Fn::GetAtt": [f"{info.title}ArchiveQueue", "Arn"]
+        }
+        policy = resources[f"{info.title}ArchiveQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+        assert policy["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Ref": f"{info.title}Topic"}}}

@@ -222,3 +222,48 @@ def test_the_edge_agent_delivers_through_the_local_stack(
                     seen[name].add(record["event_id"])
                 sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
     assert len(seen["gov"]) == 30 and seen["gov"] == seen["police"]
+
+
+def test_released_records_are_archived_and_a_replay_republishes_them_unchanged(
+    stack: LocalStack, aws: Callable[[str], Any], device_key: Signer, tmp_path: Path
+) -> None:
+    import datetime as dt  # noqa: PLC0415
+    import gzip  # noqa: PLC0415
+
+    assert stack.info is not None
+    outputs, name = stack.info.outputs, stack.info.stack_name
+    # GIVEN two events through the API, delivered (and so released)
+    examples = example_events()
+    events = [{**examples[t], "event_id": new_event_id(), "device_id": DEVICE} for t in ("access", "alarm")]
+    assert _post(stack, device_key, events).status_code == 202
+    want = {e["event_id"] for e in events}
+    _drain(aws, outputs["GovCloudQueueUrl"], want)
+    # WHEN the archive function has written them: gzip NDJSON under gov_cloud/dt=…/hour=…/
+    s3, bucket = aws("s3"), outputs["ArchiveBucketName"]
+    archived: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + 60
+    while not want <= set(archived) and time.monotonic() < deadline:
+        for item in s3.list_objects_v2(Bucket=bucket, Prefix="gov_cloud/dt=").get("Contents", []):
+            assert item["Key"].split("/")[2].startswith("hour=") and item["Key"].endswith(".ndjson.gz")
+            text = gzip.decompress(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()).decode()
+            archived |= {json.loads(line)["event_id"]: json.loads(line) for line in text.splitlines()}
+        time.sleep(0.5)
+    assert want <= set(archived), f"not archived: {sorted(want - set(archived))}"
+    # AND `anfang replay` of the hour around now re-publishes them with the same (device_id, event_id)
+    now = dt.datetime.now(dt.UTC)
+    since, until = (now - dt.timedelta(hours=1)).isoformat(), (now + dt.timedelta(hours=1)).isoformat()
+    code = anfang(
+        ["replay", "--stack-name", name, "--destination", "gov_cloud", "--since", since, "--until", until]
+        + ["--event-type", "alarm"]
+    )
+    assert code == 0
+    alarm = next(e for e in events if e["event_type"] == "alarm")
+    replayed = _drain(aws, outputs["GovCloudQueueUrl"], {alarm["event_id"]})
+    assert replayed[alarm["event_id"]] == archived[alarm["event_id"]]
+    assert all(r["event_type"] == "alarm" for r in replayed.values())
+    # THEN the replayed records still verify against the release log
+    records = tmp_path / "replayed.ndjson"
+    records.write_text("".join(json.dumps(r) + "\n" for r in replayed.values()))
+    assert (
+        anfang(["audit", "verify", "--stack-name", name, "--destination", "gov_cloud", "--records", str(records)]) == 0
+    )

@@ -2,8 +2,10 @@
 
 Each destination has a record schema (``schemas/records/v1/<name>.schema.json``), a default policy
 (``anfang/policies/<name>.yaml``) and, in ``template.yaml``, resources named after its title: the
-``<Title>Topic``, ``<Title>Queue`` and ``<Title>DeadLetterQueue``, and the outputs ``<Title>QueueUrl`` and
-``<Title>DeadLetterQueueUrl``; the process function finds its topic in ``<NAME>_TOPIC_ARN``. The checklist
+``<Title>Topic``, ``<Title>Queue`` and ``<Title>DeadLetterQueue``, its archive's ``<Title>ArchiveQueue`` and
+``<Title>ArchiveDeadLetterQueue``, and the outputs ``<Title>QueueUrl``, ``<Title>DeadLetterQueueUrl`` and
+``<Title>TopicArn``; the process function finds its topic in ``<NAME>_TOPIC_ARN``, the archive function its
+archive queue in ``<NAME>_ARCHIVE_QUEUE_ARN``. The checklist
 for adding one is ``docs/checklists.md``.
 
 >>> [d.title for d in DESTINATION_INFO.values()]
@@ -40,6 +42,15 @@ class DestinationInfo:
     def topic_env(self) -> str:
         """The process function's environment variable holding its topic ARN."""
         return f"{self.name.upper()}_TOPIC_ARN"
+
+    @property
+    def archive_queue_env(self) -> str:
+        """The archive function's environment variable holding its archive queue's ARN."""
+        return f"{self.name.upper()}_ARCHIVE_QUEUE_ARN"
+
+    @property
+    def topic_output(self) -> str:
+        return f"{self.title}TopicArn"
 
     @property
     def queue_output(self) -> str:

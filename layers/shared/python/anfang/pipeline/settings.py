@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_SILENT_AFTER_SECS",
     "DEFAULT_SILENT_DEVICE_THRESHOLDS",
     "AnalyseSettings",
+    "ArchiveSettings",
     "DerivedKinds",
     "DeviceWatchSettings",
     "ProcessSettings",
@@ -176,3 +177,32 @@ class DeviceWatchSettings(FunctionSettings):
     def silent_after_secs(self, site_type: str) -> int:
         """The silence after which a device at a site of ``site_type`` counts as offline."""
         return next((secs for kind, secs in self.thresholds.items() if kind == site_type), DEFAULT_SILENT_AFTER_SECS)
+
+
+class ArchiveSettings(FunctionSettings):
+    """Environment of the archive function (``functions/archive``): the bucket and, per destination, the ARN of
+    its archive queue (``<NAME>_ARCHIVE_QUEUE_ARN``), which tells a message's destination."""
+
+    archive_bucket: str = Field(alias="ARCHIVE_BUCKET_NAME", min_length=3)
+    #: per destination, its archive queue's ARN
+    archive_queue_arns: dict[str, str] = Field(alias="ARCHIVE_QUEUE_ARNS")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _per_destination(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "ARCHIVE_QUEUE_ARNS" in data:
+            return data
+        queues = {d: data[i.archive_queue_env] for d, i in DESTINATION_INFO.items() if data.get(i.archive_queue_env)}
+        if len(queues) < len(DESTINATION_INFO):
+            missing = [i.archive_queue_env for d, i in DESTINATION_INFO.items() if d not in queues]
+            raise ValueError("missing archive queue variables: " + ", ".join(missing))
+        return {**data, "ARCHIVE_QUEUE_ARNS": queues}
+
+    @classmethod
+    def variables(cls) -> set[str]:
+        """The variables read: the fields' and, per destination, its archive queue variable."""
+        return (super().variables() - {"ARCHIVE_QUEUE_ARNS"}) | {i.archive_queue_env for i in DESTINATION_INFO.values()}
+
+    def queue_destinations(self) -> dict[str, str]:
+        """Archive queue ARN → destination."""
+        return {arn: destination for destination, arn in self.archive_queue_arns.items()}
