@@ -10,13 +10,14 @@ The process function's topics and field keys are read per destination from the o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Final, Self
 
 from pydantic import BeforeValidator, Field, model_validator
 
 from anfang.aws.environment import FunctionSettings
-from anfang.contracts.destinations import DESTINATION_INFO
+from anfang.contracts.destinations import DESTINATION_INFO, DestinationInfo
 from anfang.contracts.types import SITE_TYPES, SiteType, TownCode
 from anfang.pipeline.thumbnails import DEFAULT_DERIVED_KINDS, DerivedKind
 
@@ -42,6 +43,17 @@ def _comma_separated(value: Any) -> Any:
 #: default; add ``thumbnail`` only for a policy that sends the unblurred 320 px thumbnail). The analyse function
 #: makes and stores only these; the process function refuses, at cold start, a policy that needs another.
 DerivedKinds = Annotated[frozenset[DerivedKind], BeforeValidator(_comma_separated)]
+
+
+def _every_destination(data: dict[str, Any], variable: Callable[[DestinationInfo], str], what: str) -> dict[str, str]:
+    """Per destination, the value of its ``variable``; every destination must have one."""
+    values: dict[str, str] = {
+        d: data[variable(info)] for d, info in DESTINATION_INFO.items() if data.get(variable(info))
+    }
+    if len(values) < len(DESTINATION_INFO):
+        missing = [variable(info) for d, info in DESTINATION_INFO.items() if d not in values]
+        raise ValueError(f"missing {what} variables: " + ", ".join(missing))
+    return values
 
 
 class AnalyseSettings(FunctionSettings):
@@ -84,10 +96,7 @@ class ProcessSettings(FunctionSettings):
     def _per_destination(cls, data: Any) -> Any:
         if not isinstance(data, dict) or "TOPIC_ARNS" in data:
             return data
-        topics = {d: data[info.topic_env] for d, info in DESTINATION_INFO.items() if data.get(info.topic_env)}
-        if len(topics) < len(DESTINATION_INFO):
-            missing = [i.topic_env for d, i in DESTINATION_INFO.items() if d not in topics]
-            raise ValueError("missing topic variables: " + ", ".join(missing))
+        topics = _every_destination(data, lambda info: info.topic_env, "topic")
         keys = {
             d: data[info.field_key_env]
             for d, info in DESTINATION_INFO.items()
@@ -192,10 +201,7 @@ class ArchiveSettings(FunctionSettings):
     def _per_destination(cls, data: Any) -> Any:
         if not isinstance(data, dict) or "ARCHIVE_QUEUE_ARNS" in data:
             return data
-        queues = {d: data[i.archive_queue_env] for d, i in DESTINATION_INFO.items() if data.get(i.archive_queue_env)}
-        if len(queues) < len(DESTINATION_INFO):
-            missing = [i.archive_queue_env for d, i in DESTINATION_INFO.items() if d not in queues]
-            raise ValueError("missing archive queue variables: " + ", ".join(missing))
+        queues = _every_destination(data, lambda info: info.archive_queue_env, "archive queue")
         return {**data, "ARCHIVE_QUEUE_ARNS": queues}
 
     @classmethod
