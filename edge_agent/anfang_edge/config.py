@@ -170,12 +170,39 @@ class SimulatorSourceConfig(_Model):
     #: First 14 digits of the virtual devices' ids; the last 6 are their serials.
     device_id_prefix: str = Field(default="33010600001320", pattern=r"^[1-9][0-9]{13}$")
     rate_per_sec: float = Field(default=5.0, gt=0, le=100_000)
+    #: A load profile: ``[[after_secs, rate_per_sec], ...]``, each rate holding from its offset (seconds after
+    #: ``started_at``) until the next one; before the first step ``rate_per_sec`` holds. Used by load tests.
+    rate_steps: list[tuple[float, float]] = Field(default_factory=list, max_length=1000)
+    #: The profile's time zero (Unix seconds). With it, events are due by the clock since then, counted from
+    #: sequence 0, so an agent restarted after a crash catches up with the profile instead of starting it over.
+    started_at: float | None = Field(default=None, gt=0)
     #: Stop after this many events in total (across restarts: progress is kept in the spool); None: forever.
     max_events: int | None = Field(default=None, ge=0)
+    #: A broken camera among the devices: every Nth event's first image is cut in half (a truncated JPEG, which
+    #: the API rejects as ``image_invalid``). None: every camera works. Used by load tests.
+    broken_every: int | None = Field(default=None, ge=2)
     #: Attach the fixture JPEGs; without images only device_status / access / visitor / alarm bodies differ.
     images: bool = True
     fixtures_dir: Path | None = Field(default_factory=default_fixtures_dir)
     seed: int | None = None
+
+    @field_validator("rate_steps")
+    @classmethod
+    def _steps_ordered(cls, steps: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        offsets = [after for after, _ in steps]
+        if offsets != sorted(offsets) or any(after < 0 or rate < 0 for after, rate in steps):
+            raise ValueError("rate_steps must be [after_secs, rate_per_sec] pairs, offsets ascending, none negative")
+        return steps
+
+    def due(self, elapsed_secs: float) -> float:
+        """How many events the profile has made due ``elapsed_secs`` after its time zero."""
+        total, at, rate = 0.0, 0.0, self.rate_per_sec
+        for after, next_rate in self.rate_steps:
+            if after >= elapsed_secs:
+                break
+            total += (after - at) * rate
+            at, rate = after, next_rate
+        return total + max(0.0, elapsed_secs - at) * rate
 
     def device_ids(self) -> set[str]:
         """The virtual devices' ids: the prefix and serials 000001 up."""

@@ -18,6 +18,8 @@
     anfang status --stack-name S [--json]            the dashboard's numbers: totals and sparklines
     anfang local up [--town CODE|FILE]               the local stack, until SIGINT/SIGTERM
     anfang local demo [--events N] [--devices M]     the whole job locally, with a summary and a report
+    anfang local soak [--duration 30m] [--aws-error-rate R] [--worker-kills N] ...
+                                                     sustained load and faults, then every event accounted for
     anfang relay gat1400|https|status --config FILE  relays into non-AWS networks (docs/relays.md)
 
 Commands that talk to a stack read its outputs through CloudFormation (``--stack-name``); boto3's usual
@@ -655,6 +657,45 @@ def _local_demo(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _duration(text: str) -> float:
+    """Seconds from ``90``, ``90s``, ``30m`` or ``1h``."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        if text and text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (90, 90s, 30m, 1h)") from None
+
+
+def _local_soak(args: argparse.Namespace) -> int:
+    from anfang_ops.local.soak import SoakConfig, SoakError, run_soak  # noqa: PLC0415 - needs the dev extra
+
+    try:
+        config = SoakConfig(
+            duration_secs=args.duration,
+            agents=args.agents,
+            devices_per_agent=args.devices_per_agent,
+            rate_per_sec=args.rate,
+            peak_factor=args.peak_factor,
+            images=args.images,
+            outage_secs=args.outage,
+            agent_kills=args.agent_kills,
+            worker_kills=args.worker_kills,
+            api_restarts=args.api_restarts,
+            aws_error_rate=args.aws_error_rate,
+            aws_storm_secs=args.aws_storm,
+            drain_timeout_secs=args.drain_timeout,
+            sample_secs=args.sample,
+            seed=args.seed,
+        )
+        report = run_soak(Path(args.root).resolve(), Path(args.out), config, stream=sys.stdout)
+    except SoakError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"report: {args.out}/soak.html, {args.out}/soak.json; function logs: {args.out}/functions.log")
+    return 0 if report["ok"] else 1
+
+
 # ---------------------------------------------------------------------------------------------------- parser
 
 
@@ -835,6 +876,27 @@ def _add_local(sub: Any) -> None:
     demo.add_argument("--devices", type=int, default=4)
     demo.add_argument("--timeout", type=float, default=170.0, help="seconds to wait for delivery")
     demo.set_defaults(run=_local_demo)
+    soak = local.add_parser(
+        "soak", help="sustained load from edge agents with injected faults, then reconcile every event"
+    )
+    soak.add_argument("--root", default=".", help="the repository (template.yaml, functions/, infra/towns/)")
+    soak.add_argument("--out", default=".anfang/soak", help="soak.json, soak.html, agents' state, consumers' output")
+    soak.add_argument("--duration", type=_duration, default=600.0, help="load time (90, 90s, 30m); then it drains")
+    soak.add_argument("--agents", type=int, default=4, help="edge agents (gateways), one process each")
+    soak.add_argument("--devices-per-agent", type=int, default=4)
+    soak.add_argument("--rate", type=float, default=4.0, help="steady events/s of the whole fleet")
+    soak.add_argument("--peak-factor", type=float, default=3.0, help="the morning peak's rate × the steady one")
+    soak.add_argument("--images", action=argparse.BooleanOptionalAction, default=True, help="fixture JPEGs")
+    soak.add_argument("--outage", type=_duration, default=60.0, help="each gateway's uplink outage (0: none)")
+    soak.add_argument("--agent-kills", type=int, default=1, help="agents killed -9 during the flush after it")
+    soak.add_argument("--worker-kills", type=int, default=2, help="function workers killed -9 mid-batch")
+    soak.add_argument("--api-restarts", type=int, default=1)
+    soak.add_argument("--aws-error-rate", type=float, default=0.0, help="share of AWS requests throttled or 5xx")
+    soak.add_argument("--aws-storm", type=_duration, default=0.0, help="one mid-run storm of 30%% AWS errors")
+    soak.add_argument("--drain-timeout", type=_duration, default=600.0)
+    soak.add_argument("--sample", type=float, default=5.0, help="seconds between time-series points")
+    soak.add_argument("--seed", type=int, default=1)
+    soak.set_defaults(run=_local_soak)
 
 
 def _add_relays(sub: Any) -> None:

@@ -7,6 +7,7 @@ skipped. Each event carries ``source_ref = "sim-<seq>"``.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import logging
 import random
@@ -179,17 +180,26 @@ class Simulator:
                 images=self._images,
                 rng=self._rng,
             )
+            broken = self.config.broken_every
+            if broken is not None and seq % broken == broken - 1 and obj.get("images"):
+                # the camera's own digest is of what it sends: the JPEG itself is what is broken
+                image = obj["images"][0]
+                whole = base64.b64decode(image["data"])
+                obj["images"][0] = EventImage.from_bytes(image["role"], whole[: len(whole) // 2]).model_dump()
             items.append(item_from_event(validate_event(obj)))
         return items
 
     def run(self, stop: threading.Event) -> None:
         seq = self.next_seq()
         limit = self.config.max_events
-        started = time.monotonic()
-        made = 0
+        # the profile's clock: wall time since ``started_at`` (so a restart catches up, counted from seq 0), or
+        # the monotonic time since this run began (counted from where it resumed)
+        anchored = self.config.started_at
+        started, made = (anchored, seq) if anchored is not None else (time.monotonic(), 0)
+        clock = time.time if anchored is not None else time.monotonic
         log.info("simulator %s starting at seq %d", self.name, seq)
         while not stop.is_set() and (limit is None or seq < limit):
-            due = int((time.monotonic() - started) * self.config.rate_per_sec) - made
+            due = int(self.config.due(clock() - started)) - made
             count = min(due, _MAX_PUT, (limit - seq) if limit is not None else _MAX_PUT)
             if count <= 0:
                 stop.wait(_TICK_SECS)

@@ -21,7 +21,6 @@ import hashlib
 import html
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -33,17 +32,12 @@ from typing import Any, Final
 import requests
 
 from anfang.aws.registry import DeviceRegistry, Site
-from anfang.contracts import (
-    SITE_TYPES,
-    Signer,
-    generate_private_key,
-    key_id_for,
-    private_key_to_pem,
-)
+from anfang.contracts import SITE_TYPES, Signer, generate_private_key
 from anfang.contracts.destinations import DESTINATION_INFO, DESTINATIONS
 from anfang.contracts.examples import example_population
 from anfang_ops.towns import TownConfig, load_towns
 
+from .agents import EdgeAgent, provision_agent
 from .pollers import StageTiming
 from .stack import LocalStack
 
@@ -209,16 +203,9 @@ def _health_commission(stack: LocalStack, registry: DeviceRegistry, result: Demo
     _signed(signer, "POST", api, "/v1/health-codes", {"deltas": deltas}).raise_for_status()
 
 
-@dataclass
-class _Agent:
-    name: str
-    config: Path
-    process: subprocess.Popen[bytes]
-
-
 def _start_agents(
     stack: LocalStack, registry: DeviceRegistry, out: Path, events: int, devices: int, fixtures: Path
-) -> list[_Agent]:
+) -> list[EdgeAgent]:
     assert stack.info is not None
     town = stack.town.town.code
     sites = max(1, math.ceil(devices / DEVICES_PER_SITE))
@@ -231,37 +218,21 @@ def _start_agents(
         site_type = SITE_TYPES[index % len(SITE_TYPES)]
         prefix = f"{town}{index:02d}1320"
         site = Site(site_id=f"demo-{index + 1:02d}", site_type=site_type, name=f"demo site {index + 1}")
-        device_ids = [f"{prefix}{serial:06d}" for serial in range(1, count + 1)]
-        for device_id in device_ids:
-            registry.register_device(device_id, site)
-        private = generate_private_key()
-        registry.add_key(private.public_key(), role="device", device_ids=device_ids)
-        home = out / "agents" / site.site_id
-        home.mkdir(parents=True, exist_ok=True)
-        key_file = home / "agent.key"
-        key_file.write_bytes(private_key_to_pem(private))
-        key_file.chmod(0o600)
-        config = home / "agent.toml"
-        config.write_text(
-            f'api_url = "{stack.info.api_url}"\nkey_id = "{key_id_for(private.public_key())}"\n'
-            f'private_key_file = "{key_file}"\nstate_dir = "{home / "state"}"\n'
-            'batch_max_events = 100\nlinger_ms = 200\nwatchdog = false\nlog_level = "warning"\n\n'
-            f'[[sources]]\ntype = "simulator"\ndevices = {count}\ndevice_id_prefix = "{prefix}"\n'
+        agent = provision_agent(
+            registry,
+            site,
+            [f"{prefix}{serial:06d}" for serial in range(1, count + 1)],
+            out / "agents" / site.site_id,
+            api_url=stack.info.api_url,
+            source=f'type = "simulator"\ndevices = {count}\ndevice_id_prefix = "{prefix}"\n'
             f'rate_per_sec = 100.0\nmax_events = {share}\nseed = {index + 1}\nfixtures_dir = "{fixtures}"\n',
-            encoding="utf-8",
         )
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}  # the agent knows no AWS
-        process = subprocess.Popen(
-            [sys.executable, "-m", "anfang_edge.cli", "run", "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=(home / "agent.log").open("wb"),
-            env=env,
-        )
-        agents.append(_Agent(site.site_id, config, process))
+        agent.start()
+        agents.append(agent)
     return agents
 
 
-def _agent_status(agent: _Agent) -> dict[str, Any]:
+def _agent_status(agent: EdgeAgent) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-m", "anfang_edge.cli", "status", "--json", "--config", str(agent.config)],
         capture_output=True,
@@ -390,7 +361,7 @@ def _deliver(
     urls: dict[str, str],
     files: dict[str, Any],
     arrivals: dict[str, dict[str, Any]],
-    agents: list[_Agent],
+    agents: list[EdgeAgent],
     events: int,
     timeout_secs: float,
     progress: _Progress,
@@ -417,12 +388,10 @@ def _deliver(
     finally:
         progress.end()
         for agent in agents:
-            agent.process.terminate()
-        for agent in agents:
-            agent.process.wait(timeout=30)
+            agent.stop()
 
 
-def _tally(result: DemoResult, agents: list[_Agent]) -> None:
+def _tally(result: DemoResult, agents: list[EdgeAgent]) -> None:
     for agent in agents:
         counters = _agent_status(agent).get("counters", {})
         result.accepted += counters.get("sent", 0)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .deploy import LocalFunction, QueueTrigger, S3Trigger, ScheduleTrigger
-from .runtime import LambdaContext
+from .runtime import LambdaContext, WorkerLost
 
 __all__ = ["S3Poller", "ScheduleRunner", "SqsPoller", "StageTiming"]
 
@@ -79,6 +79,7 @@ class SqsPoller(threading.Thread):
         self.retry_delay_secs = retry_delay_secs
         self.invocations = 0
         self.failed_items = 0
+        self.lost_batches = 0
 
     def run(self) -> None:
         while not self.stop_event.is_set():
@@ -136,6 +137,17 @@ class SqsPoller(threading.Thread):
         started = time.time()
         try:
             response = self.handler(event, LambdaContext(self.function, self.region))
+        except WorkerLost:
+            # the container died: as on Lambda, the batch is neither deleted nor made visible early; SQS gives
+            # it back after the queue's visibility timeout
+            logger.warning(
+                "%s lost its worker mid-batch; %d messages return after the visibility timeout",
+                self.function.name,
+                len(messages),
+            )
+            self.lost_batches += 1
+            self._time(messages, started, {m["MessageId"] for m in messages})
+            return
         except Exception:
             logger.exception("%s raised; the whole batch will be retried", self.function.name)
             failed = {m["MessageId"] for m in messages}
@@ -144,18 +156,7 @@ class SqsPoller(threading.Thread):
             if self.trigger.report_batch_item_failures and isinstance(response, dict):
                 failed = {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}
         self.failed_items += len(failed)
-        if self.timings is not None:
-            ran = time.time() - started
-            self.timings.extend(  # list.extend is atomic: pollers share the list
-                StageTiming(
-                    self.function.name,
-                    _key_of(m["Body"]),
-                    max(0.0, started - int(m.get("Attributes", {}).get("SentTimestamp", started * 1000)) / 1000),
-                    ran,
-                    m["MessageId"] not in failed,
-                )
-                for m in messages
-            )
+        self._time(messages, started, failed)
         done = [m for m in messages if m["MessageId"] not in failed]
         for start in range(0, len(done), 10):
             chunk = done[start : start + 10]
@@ -173,6 +174,21 @@ class SqsPoller(threading.Thread):
                     for i, m in enumerate(chunk)
                 ],
             )
+
+    def _time(self, messages: list[dict[str, Any]], started: float, failed: set[str]) -> None:
+        if self.timings is None:
+            return
+        ran = time.time() - started
+        self.timings.extend(  # list.extend is atomic: pollers share the list
+            StageTiming(
+                self.function.name,
+                _key_of(m["Body"]),
+                max(0.0, started - int(m.get("Attributes", {}).get("SentTimestamp", started * 1000)) / 1000),
+                ran,
+                m["MessageId"] not in failed,
+            )
+            for m in messages
+        )
 
 
 class S3Poller(threading.Thread):

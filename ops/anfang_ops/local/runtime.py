@@ -6,17 +6,21 @@ import importlib.util
 import io
 import multiprocessing
 import os
+import queue
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Final
 
+from . import faults
 from .deploy import LocalFunction
 
-__all__ = ["LambdaContext", "WorkerError", "WorkerPool", "apply_environment", "load_handler"]
+__all__ = ["LambdaContext", "WorkerError", "WorkerLost", "WorkerPool", "apply_environment", "load_handler"]
 
 # Variables that legitimately differ between functions; each handler names its service in code as well.
 PER_FUNCTION: Final = frozenset({"POWERTOOLS_SERVICE_NAME"})
@@ -91,6 +95,7 @@ class _Captured(io.StringIO):
 
 def _worker_start(root: str, function: LocalFunction, environ: dict[str, str], region: str) -> None:
     os.environ.update(environ)
+    faults.install_from_env(environ)  # a load test's injected AWS faults reach the worker's clients too
     # before the handler loads: Powertools binds its log handler to the sys.stdout it finds at import
     sys.stdout = _Captured()
     _worker.update(handler=load_handler(Path(root), function), function=function, region=region)
@@ -114,32 +119,86 @@ class WorkerError(Exception):
         self.printed = printed
 
 
+class WorkerLost(Exception):
+    """The worker process died during the invocation (killed, out of memory): nothing came back, so nothing about
+    the batch is known. As on Lambda, its messages are left alone and come back after their visibility timeout."""
+
+
+class _Container:
+    """One worker process, as one Lambda container: its own handler, loaded once (the cold start)."""
+
+    def __init__(self, root: Path, function: LocalFunction, region: str) -> None:
+        self.executor = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_start,
+            initargs=(str(root), function, dict(os.environ), region),
+        )
+        self.pid: int = self.executor.submit(os.getpid).result()  # waits for the cold start
+        self.busy = False
+
+
 class WorkerPool:
     """One function run in ``workers`` processes, as that many Lambda containers would run it.
 
     Threads would share the handler module's state (Powertools keeps one metric set per process, flushed by each
     invocation), so a CPU-bound function (analyse: OpenCV and LiteRT) gets processes of its own, started with
     ``spawn``, each loading the handler once; the event and the answer cross as pickled dicts. Callable like a
-    handler (the context is made in the worker).
+    handler (the context is made in the worker). Each invocation takes an idle container; a container whose
+    process dies mid-invocation is replaced by a new one (a cold start) and the invocation raises
+    :class:`WorkerLost`, which a load test provokes with :meth:`busy_pids` and ``kill -9``.
     """
 
     def __init__(self, root: Path, function: LocalFunction, *, workers: int, region: str) -> None:
         self.workers = workers
-        self._pool = ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_worker_start,
-            initargs=(str(root), function, dict(os.environ), region),
-        )
+        self.function = function
+        self._start = (root, function, region)
+        self._idle: queue.Queue[_Container] = queue.Queue()
+        self._all: list[_Container] = []
+        self._lock = threading.Lock()
+        self.replaced = 0
+        for _ in range(workers):
+            self._add(_Container(*self._start))
+
+    def _add(self, container: _Container) -> None:
+        with self._lock:
+            self._all.append(container)
+        self._idle.put(container)
+
+    def busy_pids(self) -> list[int]:
+        """The processes handling an invocation right now."""
+        with self._lock:
+            return [c.pid for c in self._all if c.busy]
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [c.pid for c in self._all]
 
     def __call__(self, event: dict[str, Any], context: Any) -> Any:
+        container = self._idle.get()
+        container.busy = True
         try:
-            response, printed = self._pool.submit(_worker_invoke, event).result()
+            response, printed = container.executor.submit(_worker_invoke, event).result()
         except WorkerError as exc:
             sys.stdout.write(exc.printed)
             raise
+        except BrokenProcessPool:
+            with self._lock:
+                self._all.remove(container)
+            container.executor.shutdown(wait=False, cancel_futures=True)
+            self.replaced += 1
+            container = _Container(*self._start)
+            with self._lock:
+                self._all.append(container)
+            raise WorkerLost(f"{self.function.name}: worker process died mid-invocation") from None
+        finally:
+            container.busy = False
+            self._idle.put(container)
         sys.stdout.write(printed)
         return response
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            containers, self._all = self._all, []
+        for container in containers:
+            container.executor.shutdown(wait=True, cancel_futures=True)

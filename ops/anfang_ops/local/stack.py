@@ -7,9 +7,11 @@ served over HTTP on 127.0.0.1 — the same system as a town's stack, on one mach
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import socket
 import sys
 import threading
 import urllib.request
@@ -19,7 +21,9 @@ from typing import Any, Final
 
 from anfang_ops.towns import TownConfig, load_towns
 
-from .deploy import DeployedStack, deploy_stack
+from . import faults
+from .deploy import DeployedStack, LocalFunction, deploy_stack
+from .faults import AwsFaults
 from .metrics import EmfForwarder
 from .pollers import S3Poller, ScheduleRunner, SqsPoller, StageTiming
 from .runtime import WorkerPool, apply_environment, load_handler
@@ -29,6 +33,7 @@ __all__ = ["LocalStack", "StackInfo"]
 logger = logging.getLogger("anfang_ops.local")
 #: The function that runs in a process per core (the template's logical id).
 ANALYSE_FUNCTION: Final = "AnalyseFunction"
+PROCESS_FUNCTION: Final = "ProcessFunction"
 LOCAL_CREDENTIALS: Final = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 
@@ -69,7 +74,9 @@ class LocalStack:
         retry_delay_secs: int = 1,
         visibility_timeout_max_secs: int = 30,
         analyse_workers: int | None = None,
+        process_workers: int = 0,
         schedule_interval_max_secs: float = 60,
+        aws_faults: AwsFaults | None = None,
     ) -> None:
         self.root = root.resolve()
         self.state_dir = state_dir
@@ -80,7 +87,12 @@ class LocalStack:
         self.visibility_timeout_max_secs = visibility_timeout_max_secs
         # Lambda scales the CPU-bound analyse function out over containers; locally it gets a process per core
         self.analyse_workers = analyse_workers if analyse_workers is not None else (os.cpu_count() or 1)
-        self._pools: list[WorkerPool] = []
+        # the process function runs in this process (0) or, for a load test that kills its workers, in that many
+        self.process_workers = process_workers
+        #: AWS faults injected into the functions' clients (load tests); the stack's own clients never get them
+        self.aws_faults = aws_faults
+        self.pools: dict[str, WorkerPool] = {}
+        self._api_handler: tuple[LocalFunction, Any] | None = None
         # a schedule runs at most this far apart locally (the template's five minutes is long for a demo)
         self.schedule_interval_max_secs = schedule_interval_max_secs
         self._stop = threading.Event()
@@ -132,6 +144,11 @@ class LocalStack:
             visibility_timeout_max_secs=self.visibility_timeout_max_secs,
         )
         apply_environment(self.deployed.functions, aws_env)
+        if self.aws_faults is not None and self.aws_faults.active:
+            # from here on every new botocore session (the functions' cold starts) gets the faults; worker
+            # processes read them from the environment
+            os.environ[faults.ENV] = self.aws_faults.to_env()
+            faults.install(self.aws_faults)
         # Only the API reads its service name from the environment (the others name it in code): give it its own,
         # so its metrics carry the dimensions they carry on Lambda.
         for function in self.deployed.functions.values():
@@ -145,13 +162,16 @@ class LocalStack:
         s3 = session.client("s3", endpoint_url=endpoint)
         api_url = ""
         for function in self.deployed.functions.values():
-            workers = self.analyse_workers if function.name == ANALYSE_FUNCTION else 1
+            workers = {ANALYSE_FUNCTION: self.analyse_workers, PROCESS_FUNCTION: self.process_workers}.get(
+                function.name, 0
+            )
             handler: Any
-            if workers > 1:
+            if workers > 1 or (workers == 1 and function.name == PROCESS_FUNCTION):
                 pool = WorkerPool(self.root, function, workers=workers, region=region)
-                self._pools.append(pool)
+                self.pools[function.name] = pool
                 handler = pool
             else:
+                workers = 1
                 handler = load_handler(self.root, function)
             for queue_trigger in function.queue_triggers:
                 self.pollers.extend(
@@ -176,6 +196,7 @@ class LocalStack:
                     ScheduleRunner(function, handler, schedule, region, self._stop, interval_secs=interval)
                 )
             if function.api_routes:
+                self._api_handler = (function, handler)
                 api_url = self._serve_api(handler, function.timeout_secs)
         for poller in self.pollers:
             poller.start()
@@ -192,12 +213,47 @@ class LocalStack:
         logger.info("local stack %s ready: api %s, aws %s", self.info.stack_name, api_url, endpoint)
         return self.info
 
-    def _serve_api(self, app: Any, timeout_secs: int) -> str:
+    def restart_api(self, down_secs: float = 2.0) -> None:
+        """Stop the API as a crash would, keep it down ``down_secs``, bring a new one up on the same port.
+
+        The listening socket closes at once (new connections are refused) and requests in flight are cut off
+        (their connections are shut down under them); the new API loads the handler afresh, a cold start with
+        empty caches, as a new Lambda container would.
+        """
+        assert self._api is not None and self._api_handler is not None
+        function, _ = self._api_handler
+        server = self._api.server
+        port = server.server_address[1]
+        server.shutdown()
+        server.server_close()
+        for connection in list(getattr(server, "anfang_connections", ())):
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        self._api = None
+        self._stop.wait(down_secs)
+        handler = load_handler(self.root, function)
+        self._api_handler = (function, handler)
+        self._serve_api(handler, function.timeout_secs, port=port)
+
+    def _serve_api(self, app: Any, timeout_secs: int, *, port: int | None = None) -> str:
         from chalice.config import Config  # noqa: PLC0415 - the local server is part of the Chalice CLI
         from chalice.local import create_local_server  # noqa: PLC0415
 
         config = Config.create(chalice_stage="local", app_name="anfang", lambda_timeout=timeout_secs)
-        self._api = create_local_server(app, config, "127.0.0.1", self.api_port)
+        self._api = create_local_server(app, config, "127.0.0.1", self.api_port if port is None else port)
+        server = self._api.server
+        # the open connections, so that restart_api can cut them as a crash would
+        server.anfang_connections = connections = set()
+        serve = server.process_request_thread
+
+        def process_request_thread(request: Any, client_address: Any) -> None:
+            connections.add(request)
+            try:
+                serve(request, client_address)
+            finally:
+                connections.discard(request)
+
+        server.process_request_thread = process_request_thread
         thread = threading.Thread(target=self._api.server.serve_forever, name="api", daemon=True)
         thread.start()
         self._threads.append(thread)
@@ -210,9 +266,9 @@ class LocalStack:
         self._stop.set()
         for poller in self.pollers:
             poller.join(timeout=10)
-        for pool in self._pools:
+        for pool in self.pools.values():
             pool.close()
-        self._pools.clear()
+        self.pools.clear()
         if self._api is not None:
             self._api.server.shutdown()
             self._api.server.server_close()
@@ -233,6 +289,7 @@ class LocalStack:
                 logger.warning("could not reset the moto server's state")
             self._moto.stop()
             self._moto = None
+        faults.uninstall()
         if self._saved_environ is not None:
             os.environ.clear()
             os.environ.update(self._saved_environ)

@@ -3,10 +3,13 @@ over real HTTP, the edge agent over loopback, the anfang CLI against the stack's
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -267,3 +270,27 @@ def test_released_records_are_archived_and_a_replay_republishes_them_unchanged(
     assert (
         anfang(["audit", "verify", "--stack-name", name, "--destination", "gov_cloud", "--records", str(records)]) == 0
     )
+
+
+def test_a_restarted_api_cuts_requests_in_flight_refuses_while_down_and_comes_back_on_its_port(
+    stack: LocalStack,
+) -> None:
+    assert stack.info is not None
+    host, port = stack.info.api_url.removeprefix("http://").split(":")
+    # GIVEN a request in flight: headers sent, the body still coming
+    hanging = socket.create_connection((host, int(port)))
+    hanging.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+    time.sleep(0.2)
+    # WHEN the API is restarted (down for 2 s)
+    restart = threading.Thread(target=stack.restart_api, kwargs={"down_secs": 2.0})
+    restart.start()
+    time.sleep(0.5)
+    # THEN the request in flight was cut, and a new connection is refused while it is down
+    hanging.settimeout(5)
+    with contextlib.suppress(ConnectionResetError):  # closed or reset: either way, cut
+        assert hanging.recv(1024) == b""
+    with pytest.raises(requests.ConnectionError):
+        requests.get(stack.info.api_url + "/v1/health", timeout=2)
+    restart.join(timeout=60)
+    # AND it answers again on the same address, after a cold start
+    assert requests.get(stack.info.api_url + "/v1/health", timeout=10).status_code == 200

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from anfang_ops.local.deploy import LocalFunction
-from anfang_ops.local.runtime import WorkerError, WorkerPool
+from anfang_ops.local.runtime import WorkerError, WorkerLost, WorkerPool
 
 HANDLER = """
 import json, os, time
@@ -60,3 +60,29 @@ def test_a_handler_that_raises_fails_its_batch_with_its_output_kept(pool: Worker
     assert '"fn": "AnalyseFunction"' in out.getvalue()
     # AND the worker survives for the next batch
     assert pool({"sleep": 0}, None)["batchItemFailures"] == []
+
+
+def test_a_worker_killed_mid_invocation_loses_only_its_batch_and_is_replaced(pool: WorkerPool) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    pids_before = set(pool.pids())
+    with contextlib.redirect_stdout(io.StringIO()), ThreadPoolExecutor(2) as threads:
+        # GIVEN two batches in flight, one in each container
+        doomed = threads.submit(pool, {"sleep": 3}, None)
+        deadline = time.monotonic() + 10
+        while not pool.busy_pids() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        victim = pool.busy_pids()[0]
+        survivor = threads.submit(pool, {"sleep": 1}, None)
+        time.sleep(0.2)
+        # WHEN the busy one is killed with SIGKILL, as Lambda loses a container
+        os.kill(victim, 9)
+        # THEN its invocation raises WorkerLost (nothing about its batch is known), the other one finishes
+        with pytest.raises(WorkerLost, match="died mid-invocation"):
+            doomed.result(timeout=60)
+        assert survivor.result(timeout=60)["pid"] != victim
+    # AND a new container took the dead one's place: same size, a new process, which answers
+    assert pool.replaced == 1
+    assert len(pool.pids()) == 2 and victim not in pool.pids() and set(pool.pids()) != pids_before
+    answers = {pool({"sleep": 0}, None)["pid"] for _ in range(4)}
+    assert victim not in answers
