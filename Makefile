@@ -10,12 +10,13 @@ TOOLS_VENV ?= .venv-tools
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
 EXTRAS ?= cloud,edge,imaging,relay,dev
 
-.PHONY: help venv test lint typecheck pytest demo bench fuzz schemas deploy clean
+.PHONY: help venv test lint typecheck pytest demo soak bench fuzz schemas deploy clean
 
 help:
 	@echo "make demo     run the whole system locally (sets up .venv)"
 	@echo "make test     lint, type-check and run every test (sets up .venv)"
 	@echo "make bench    run the benchmarks, write bench/results.json"
+	@echo "make soak     30 minutes of load with AWS errors and killed workers, then every event accounted for"
 	@echo "make schemas  regenerate schemas/ from the models"
 
 venv: $(STAMP)
@@ -47,6 +48,13 @@ test: lint typecheck pytest
 
 demo: $(STAMP)
 	$(BIN)/anfang local demo $(DEMO_ARGS)
+
+# The README's soak: 30 minutes, 6 gateways, 1% AWS errors, 5 worker kills (and outages, an agent killed during
+# its flush, API restarts, a broken camera). Not part of `make test`, which runs a 2-minute version of it.
+SOAK_ARGS ?= --duration 30m --agents 6 --rate 6 --outage 3m --agent-kills 2 --worker-kills 5 --api-restarts 2 \
+	--aws-error-rate 0.01 --aws-storm 30s --broken-every 200
+soak: $(STAMP)
+	$(BIN)/anfang local soak --out .anfang/soak $(SOAK_ARGS)
 
 bench: $(STAMP)
 	mkdir -p bench

@@ -681,6 +681,7 @@ def _local_soak(args: argparse.Namespace) -> int:
             images=args.images,
             outage_secs=args.outage,
             agent_kills=args.agent_kills,
+            broken_every=args.broken_every,
             worker_kills=args.worker_kills,
             api_restarts=args.api_restarts,
             aws_error_rate=args.aws_error_rate,
@@ -893,6 +894,7 @@ def _add_local(sub: Any) -> None:
     soak.add_argument("--api-restarts", type=int, default=1)
     soak.add_argument("--aws-error-rate", type=float, default=0.0, help="share of AWS requests throttled or 5xx")
     soak.add_argument("--aws-storm", type=_duration, default=0.0, help="one mid-run storm of 30%% AWS errors")
+    soak.add_argument("--broken-every", type=int, default=0, help="every Nth event from a broken camera (0: none)")
     soak.add_argument("--drain-timeout", type=_duration, default=600.0)
     soak.add_argument("--sample", type=float, default=5.0, help="seconds between time-series points")
     soak.add_argument("--seed", type=int, default=1)

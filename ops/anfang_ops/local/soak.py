@@ -412,6 +412,7 @@ class _Soak:
     def _sample(self, stack: LocalStack, sqs: Any) -> None:
         state = self.run_state
         last_arrival = 0
+        next_line = 30.0
         while not self.stop.wait(self.config.sample_secs):
             with contextlib.suppress(Exception):
                 spools = [a.spool_state() for a in self.agents]
@@ -433,18 +434,25 @@ class _Soak:
                     rss[group] = round(sum(now for now, _ in current), 1)  # the group's total
                     # a group's peak is that of its largest process (each is a container or a gateway)
                     state.peak_rss[group] = max([state.peak_rss.get(group, 0.0), *(max(c) for c in current)])
-                state.series.append(
-                    {
-                        "t": round(time.time() - state.started, 1),
-                        "made": sum(s.next_seq for s in spools),
-                        "accepted": sum(s.counters.get("sent", 0) for s in spools),
-                        "spooled": sum(s.depth for s in spools),
-                        **{f"delivered_{d}": len(state.records[d]) for d in DESTINATIONS},
-                        "queues": depths,
-                        "latency": percentiles(latency),
-                        "rss_mb": rss,
-                    }
-                )
+                point: dict[str, Any] = {
+                    "t": round(time.time() - state.started, 1),
+                    "made": sum(s.next_seq for s in spools),
+                    "accepted": sum(s.counters.get("sent", 0) for s in spools),
+                    "spooled": sum(s.depth for s in spools),
+                    **{f"delivered_{d}": len(state.records[d]) for d in DESTINATIONS},
+                    "queues": depths,
+                    "latency": percentiles(latency),
+                    "rss_mb": rss,
+                }
+                state.series.append(point)
+                if point["t"] >= next_line:  # a line now and then, so a long soak shows it is alive
+                    next_line = point["t"] + 60
+                    self.stream.write(
+                        f"  {point['t']:>6.0f} s  made {point['made']}  accepted {point['accepted']}  "
+                        + "  ".join(f"{d} {point[f'delivered_{d}']}" for d in DESTINATIONS)
+                        + f"  spooled {point['spooled']}  queued {sum(depths.values())}\n"
+                    )
+                    self.stream.flush()
 
     # ------------------------------------------------------------------------------------------------ faults
 
