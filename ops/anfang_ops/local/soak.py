@@ -616,6 +616,11 @@ class _Soak:
             "throughput": {
                 "delivered_per_sec": round(both / max(1.0, last - first), 2),
                 "window_secs": round(last - first, 1),
+                # while the load ran (from a fifth of the way in, past the start-up): what the stack held
+                "delivered_per_sec_under_load": _slope(state.series, 0.2 * config.duration_secs, config.duration_secs),
+                "offered_per_sec_under_load": _slope(
+                    state.series, 0.2 * config.duration_secs, config.duration_secs, key="made"
+                ),
             },
             "latency_secs": timings,
             "peak_rss_mb": {k: round(v, 1) for k, v in sorted(state.peak_rss.items())},
@@ -726,10 +731,27 @@ def account(
     for destination, got in records.items():
         strangers = [key for key in got if key not in pair_seq]
         if strangers:
-            problems.append(f"{destination} received {len(strangers)} record(s) of no event the soak made")
+            problems.append(
+                f"{destination} received {len(strangers)} record(s) matching no event made (no police record or "
+                "dead letter names their pair)"
+            )
         delivered = {pair_seq[key] for key in got if key in pair_seq}
         lost[destination] = sorted(expected - delivered - rejected - dead_seqs)
     return Accounting(lost, problems)
+
+
+def _slope(series: list[dict[str, Any]], start: float, end: float, *, key: str = "") -> float | None:
+    """Events per second between two times of the series (delivered to both destinations, or ``key``)."""
+
+    def value(point: dict[str, Any]) -> float:
+        if key:
+            return float(point[key])
+        return float(min(point[f"delivered_{d}"] for d in DESTINATIONS))
+
+    window = [p for p in series if start <= p["t"] <= end]
+    if len(window) < 2 or window[-1]["t"] <= window[0]["t"]:
+        return None
+    return round((value(window[-1]) - value(window[0])) / float(window[-1]["t"] - window[0]["t"]), 2)
 
 
 def _stage_latency(arrivals: list[_Arrival], stack: LocalStack) -> dict[str, dict[str, float | None]]:

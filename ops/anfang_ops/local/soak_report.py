@@ -53,7 +53,12 @@ def summary_text(report: dict[str, Any]) -> str:
             for d in destinations
         ),
         ("dead-lettered", str(totals["dead_lettered"])),
-        ("throughput (delivered to both)", f"{report['throughput']['delivered_per_sec']} events/s"),
+        (
+            "throughput (delivered to both)",
+            f"{report['throughput']['delivered_per_sec_under_load']} events/s while "
+            f"{report['throughput']['offered_per_sec_under_load']} were made; "
+            f"{report['throughput']['delivered_per_sec']} over the whole run",
+        ),
     ]
     for stage, p in report["latency_secs"].items():
         rows.append((f"latency {stage}", f"p50 {_secs(p['p50'])}  p95 {_secs(p['p95'])}  p99 {_secs(p['p99'])}"))

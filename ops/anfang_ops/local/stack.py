@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from anfang_ops.towns import TownConfig, load_towns
 
-from . import faults
+from . import faults, moto_patches
 from .deploy import DeployedStack, LocalFunction, deploy_stack
 from .faults import AwsFaults
 from .metrics import EmfForwarder
@@ -124,6 +124,7 @@ class LocalStack:
         from moto.server import ThreadedMotoServer  # noqa: PLC0415
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        moto_patches.install()  # transactions that do not slow down as tables fill (see the module)
         self._saved_environ = dict(os.environ)  # the functions' environment is this process's: restored on stop
         region = self.town.town.region
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=self.aws_port, verbose=False)
