@@ -49,10 +49,11 @@ test: lint typecheck pytest
 demo: $(STAMP)
 	$(BIN)/anfang local demo $(DEMO_ARGS)
 
-# The README's soak: 30 minutes, 6 gateways, 1% AWS errors, 5 worker kills (and outages, an agent killed during
-# its flush, API restarts, a broken camera). Not part of `make test`, which runs a 2-minute version of it.
-SOAK_ARGS ?= --duration 30m --agents 6 --rate 6 --outage 3m --agent-kills 2 --worker-kills 5 --api-restarts 2 \
-	--aws-error-rate 0.01 --aws-storm 30s --broken-every 200
+# The README's soak: 30 minutes, 7 gateways (one of each site type), 6 events/s with a 15/s morning peak, 1% AWS
+# errors and a 30 s storm, 5 worker kills, a 3-minute outage per gateway (two killed -9 in the flush after it),
+# 2 API restarts, a broken camera. Not part of `make test`, which runs a 2-minute version of it.
+SOAK_ARGS ?= --duration 30m --agents 7 --rate 6 --peak-factor 2.5 --outage 3m --agent-kills 2 --worker-kills 5 \
+	--api-restarts 2 --aws-error-rate 0.01 --aws-storm 30s --broken-every 200
 soak: $(STAMP)
 	$(BIN)/anfang local soak --out .anfang/soak $(SOAK_ARGS)
 

@@ -397,8 +397,7 @@ class _Soak:
                     state.problems.append(f"{destination} consumer: {type(exc).__name__}: {exc}"[:300])
                     self.stop.wait(1)
         finally:
-            with contextlib.redirect_stdout(sys.stderr):
-                consumer.close()
+            consumer.close()
 
     # ---------------------------------------------------------------------------------------------- sampling
 
@@ -566,7 +565,6 @@ class _Soak:
         state, config = self.run_state, self.config
         spools = [a.spool_state(quarantine=True) for a in self.agents]
         made = {a.name: s.next_seq for a, s in zip(self.agents, spools, strict=True)}
-        expected = {(i, seq) for i, s in enumerate(spools) for seq in range(s.next_seq)}
         rejected: list[dict[str, Any]] = []
         rejected_seqs: set[tuple[int, int]] = set()
         for i, s in enumerate(spools):
@@ -576,7 +574,7 @@ class _Soak:
                 if seq is not None:
                     rejected_seqs.add((i, seq))
         dead = self._dead_letters(stack, sqs)
-        totals: dict[str, Any] = {"made": len(expected), "planned": config.planned_events()}
+        totals: dict[str, Any] = {"made": sum(made.values()), "planned": config.planned_events()}
         accounting = account([s.next_seq for s in spools], rejected_seqs, state.records, self.device_agent, dead)
         state.problems.extend(accounting.problems)
         totals["delivered"] = {d: len(state.records[d]) for d in DESTINATIONS}
@@ -629,6 +627,13 @@ class _Soak:
                 "aws_total": len(injected),
                 "aws_settings": {"rate": aws.rate, "storm_secs": config.aws_storm_secs, "storm_rate": aws.storm_rate},
                 "lost_worker_batches": sum(p.lost_batches for p in stack.pollers if isinstance(p, SqsPoller)),
+                # what reached our code past botocore's retries: messages a function failed, retried by SQS
+                "messages_failed_and_retried": dict(
+                    sum(
+                        (Counter({p.function.name: p.failed_items}) for p in stack.pollers if isinstance(p, SqsPoller)),
+                        Counter(),
+                    )
+                ),
                 "workers_replaced": {name: pool.replaced for name, pool in stack.pools.items()},
             },
             "happenings": state.happenings,
@@ -777,6 +782,7 @@ def _stage_latency(arrivals: list[_Arrival], stack: LocalStack) -> dict[str, dic
 
 def run_soak(root: Path, out: Path, config: SoakConfig, *, stream: Any = sys.stderr) -> dict[str, Any]:
     """Run one soak (see the module docstring); the report, also written to ``out``."""
+    out = out.resolve()  # the agents read their config's paths relative to the config's own folder
     _fresh_out(out)
     with (
         (out / "functions.log").open("w", encoding="utf-8") as log,

@@ -67,7 +67,14 @@ def summary_text(report: dict[str, Any]) -> str:
     kinds: dict[str, int] = {}
     for happening in report["happenings"]:
         kinds[happening["kind"]] = kinds.get(happening["kind"], 0) + 1
-    rows.append(("AWS errors injected", f"{f['aws_total']} ({f['aws_settings']['rate']:.1%} steady)"))
+    failed = sum(f.get("messages_failed_and_retried", {}).values())
+    rows.append(
+        (
+            "AWS errors injected",
+            f"{f['aws_total']} ({f['aws_settings']['rate']:.1%} steady); past botocore's retries, "
+            f"{failed} messages failed a function and were retried",
+        )
+    )
     rows.append(("faults", ", ".join(f"{k} ×{n}" for k, n in kinds.items() if k != "agents started") or "none"))
     rows.append(("elapsed", f"{report['elapsed_secs']:.0f} s"))
     width = max(len(name) for name, _ in rows)
@@ -99,7 +106,8 @@ def _chart(title: str, series: dict[str, list[tuple[float, float]]], marks: list
     parts.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>')
     for k in range(5):
         y = y_max * k / 4
-        parts.append(f'<text x="{left - 4}" y="{sy(y) + 4:.1f}" text-anchor="end">{y:.4g}</text>')
+        label = f"{y:,.0f}" if y_max >= 20 else f"{y:.2g}"
+        parts.append(f'<text x="{left - 4}" y="{sy(y) + 4:.1f}" text-anchor="end">{label}</text>')
         parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" stroke="#eee"/>')
         x = x_max * k / 4
         parts.append(f'<text x="{sx(x):.1f}" y="{height - 10}" text-anchor="middle">{x:.0f} s</text>')

@@ -162,17 +162,20 @@ class LocalStack:
         sqs = session.client("sqs", endpoint_url=endpoint)
         s3 = session.client("s3", endpoint_url=endpoint)
         api_url = ""
+        # functions with worker processes (containers) of their own: analyse when there is more than one core, the
+        # process function when a load test asks; the others run in this process
+        pooled = {
+            ANALYSE_FUNCTION: self.analyse_workers if self.analyse_workers > 1 else 0,
+            PROCESS_FUNCTION: self.process_workers,
+        }
         for function in self.deployed.functions.values():
-            workers = {ANALYSE_FUNCTION: self.analyse_workers, PROCESS_FUNCTION: self.process_workers}.get(
-                function.name, 0
-            )
+            workers = pooled.get(function.name, 0)
             handler: Any
-            if workers > 1 or (workers == 1 and function.name == PROCESS_FUNCTION):
+            if workers:
                 pool = WorkerPool(self.root, function, workers=workers, region=region)
                 self.pools[function.name] = pool
                 handler = pool
             else:
-                workers = 1
                 handler = load_handler(self.root, function)
             for queue_trigger in function.queue_triggers:
                 self.pollers.extend(
@@ -186,7 +189,7 @@ class LocalStack:
                         retry_delay_secs=self.retry_delay_secs,
                         timings=self.timings,
                     )
-                    for _ in range(workers)
+                    for _ in range(max(1, workers))  # a poller per container
                 )
             for s3_trigger in function.s3_triggers:
                 self.pollers.append(S3Poller(s3, sqs, function, handler, s3_trigger, region, self._stop))
