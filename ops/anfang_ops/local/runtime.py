@@ -98,6 +98,8 @@ def _worker_start(root: str, function: LocalFunction, environ: dict[str, str], r
     faults.install_from_env(environ)  # a load test's injected AWS faults reach the worker's clients too
     # before the handler loads: Powertools binds its log handler to the sys.stdout it finds at import
     sys.stdout = _Captured()
+    # and what Python logs to stderr goes the same way: on Lambda both streams end in the function's log
+    sys.stderr = sys.stdout
     _worker.update(handler=load_handler(Path(root), function), function=function, region=region)
 
 

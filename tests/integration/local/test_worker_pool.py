@@ -14,10 +14,11 @@ from anfang_ops.local.deploy import LocalFunction
 from anfang_ops.local.runtime import WorkerError, WorkerLost, WorkerPool
 
 HANDLER = """
-import json, os, time
+import json, logging, os, time
 
 def lambda_handler(event, context):
     print(json.dumps({"pid": os.getpid(), "fn": context.function_name}))
+    logging.getLogger("handler").warning("a warning on stderr")
     if event.get("fail"):
         raise ValueError("bad batch")
     time.sleep(event.get("sleep", 0))
@@ -51,6 +52,7 @@ def test_invocations_run_in_worker_processes_in_parallel_and_their_output_reache
     assert len(pids) == 2 and os.getpid() not in pids
     assert elapsed < 2.9, elapsed
     assert out.getvalue().count('"fn": "AnalyseFunction"') == 2
+    assert out.getvalue().count("a warning on stderr") == 2  # stderr too, as Lambda logs both
 
 
 def test_a_handler_that_raises_fails_its_batch_with_its_output_kept(pool: WorkerPool) -> None:
