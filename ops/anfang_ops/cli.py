@@ -671,6 +671,8 @@ def _duration(text: str) -> float:
 def _local_soak(args: argparse.Namespace) -> int:
     from anfang_ops.local.soak import SoakConfig, SoakError, run_soak  # noqa: PLC0415 - needs the dev extra
 
+    # SIGTERM unwinds like Ctrl-C, so the agents, the workers and the local stack are stopped, not orphaned
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         config = SoakConfig(
             duration_secs=args.duration,
@@ -693,6 +695,9 @@ def _local_soak(args: argparse.Namespace) -> int:
         report = run_soak(Path(args.root).resolve(), Path(args.out), config, stream=sys.stdout)
     except SoakError as exc:
         raise CliError(str(exc)) from exc
+    except KeyboardInterrupt:
+        print("anfang local soak: interrupted; agents, workers and the local stack stopped", file=sys.stderr)
+        return 130
     print(f"report: {args.out}/soak.html, {args.out}/soak.json; function logs: {args.out}/functions.log")
     return 0 if report["ok"] else 1
 

@@ -100,7 +100,16 @@ def _worker_start(root: str, function: LocalFunction, environ: dict[str, str], r
     sys.stdout = _Captured()
     # and what Python logs to stderr goes the same way: on Lambda both streams end in the function's log
     sys.stderr = sys.stdout
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True).start()
     _worker.update(handler=load_handler(Path(root), function), function=function, region=region)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A container does not outlive its host: when the local stack's process is gone (killed without a chance to
+    shut its pools down), the worker is re-parented and exits instead of idling on as an orphan."""
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(0)
 
 
 def _worker_invoke(event: dict[str, Any]) -> tuple[Any, str]:

@@ -88,3 +88,41 @@ def test_a_worker_killed_mid_invocation_loses_only_its_batch_and_is_replaced(poo
     assert len(pool.pids()) == 2 and victim not in pool.pids() and set(pool.pids()) != pids_before
     answers = {pool({"sleep": 0}, None)["pid"] for _ in range(4)}
     assert victim not in answers
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    return "\nState:\tZ" in state  # exited, not yet reaped
+
+
+def test_workers_do_not_outlive_a_killed_local_stack(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "fn").mkdir()
+    (tmp_path / "fn" / "handler.py").write_text(HANDLER, encoding="utf-8")
+    host = f"""
+import time
+from pathlib import Path
+from anfang_ops.local.deploy import LocalFunction
+from anfang_ops.local.runtime import WorkerPool
+function = LocalFunction("AnalyseFunction", "fn", "handler.lambda_handler", 30, 512, {{}})
+pool = WorkerPool(Path({str(tmp_path)!r}), function, workers=2, region="cn-north-1")
+print(" ".join(map(str, pool.pids())), flush=True)
+time.sleep(120)
+"""
+    # GIVEN a process hosting two workers, WHEN it is killed with SIGKILL (no chance to shut its pool down)
+    stack = subprocess.Popen([sys.executable, "-c", host], stdout=subprocess.PIPE, text=True)
+    assert stack.stdout is not None
+    workers = [int(pid) for pid in stack.stdout.readline().split()]
+    assert len(workers) == 2 and not any(_gone(pid) for pid in workers)
+    stack.kill()
+    stack.wait(timeout=30)
+    # THEN its workers exit on their own within seconds instead of idling on as orphans
+    deadline = time.monotonic() + 15
+    while not all(_gone(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert all(_gone(pid) for pid in workers)
