@@ -2,7 +2,7 @@
 
 A ``before-send`` hook (botocore's event system) answers a chosen share of the functions' AWS requests with
 the error the service gives when it throttles or fails — ``ThrottlingException`` / ``Throttling`` / ``SlowDown``,
-``InternalFailure`` / ``InternalError`` / ``ServiceUnavailable`` — in the service's own protocol (JSON, query
+``InternalFailure`` / ``InternalError`` — in the service's own protocol (JSON, query
 XML, REST XML), instead of sending it to moto. Everything after that is the real thing: botocore parses the
 answer, its retry handler retries with backoff, and only when the retries run out does our code see a
 ``ClientError``. Nothing of our own code is patched.
@@ -48,7 +48,7 @@ _FAILURE: Final = {
 
 @dataclass(frozen=True)
 class AwsFaults:
-    """What to inject: ``rate`` of requests to ``services`` fail, ``storm_rate`` inside ``storms``."""
+    """What to inject: ``rate`` of requests to ``services`` fail, ``storm_rate`` while ``storm_flag`` exists."""
 
     rate: float = 0.0
     services: tuple[str, ...] = SERVICES

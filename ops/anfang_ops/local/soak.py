@@ -166,7 +166,6 @@ class _Arrival:
     captured: float
     received: float
     queued_secs: float  # SNS publish → drained
-    seq: int | None
 
 
 @dataclass
@@ -375,8 +374,7 @@ class _Soak:
                         if key in state.records[destination]:
                             continue
                         sent = int(message.get("Attributes", {}).get("SentTimestamp", now * 1000)) / 1000
-                        seq = _seq_of(record)
-                        state.records[destination][key] = seq
+                        state.records[destination][key] = _seq_of(record)
                         state.arrivals.append(
                             _Arrival(
                                 destination,
@@ -385,7 +383,6 @@ class _Soak:
                                 _ts(record.get("captured_at")),
                                 _ts(record.get("received_at")),
                                 max(0.0, now - sent),
-                                seq,
                             )
                         )
                     if done:
